@@ -245,6 +245,25 @@ def test_state_structure_and_dtypes_fixed_and_single_trace(n_ref):
     assert int(state.count) == 10 % (n_ref + 1)
 
 
+def test_params_and_state_can_both_be_donated():
+    """init must not alias params inside the state (XLA refuses to donate a buffer twice)."""
+    theta0, _grad_at = mlp_problem("float32")
+    tx = profit_optax.profit(optax.adam(1e-2), optax.sgd(1e-3))
+
+    @jax.jit
+    def grad_step(params, state, k):
+        updates, state = tx.update(grad_at_fixed(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    step = jax.jit(grad_step, donate_argnums=(0, 1))
+    grad_at_fixed = lambda p: jax.tree.map(lambda x: jnp.sin(x) * 0.1, p)
+    params = jax.tree.map(jnp.asarray, theta0)
+    state = tx.init(params)
+    for k in range(4):
+        params, state = step(params, state, k)
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+
+
 def test_updates_keep_parameter_dtypes():
     params = {"w": jnp.ones(4, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
     grads = {"w": jnp.ones(4, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}

@@ -162,17 +162,18 @@ def _tree_select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 
 
 def _zero_diagnostics() -> ProfitDiagnostics:
-    z = jnp.zeros((), jnp.float32)
-    return ProfitDiagnostics(z, z, z, z, z, jnp.zeros((), jnp.int32))
+    # One array per field: shared buffers could not be donated together.
+    z = lambda: jnp.zeros((), jnp.float32)
+    return ProfitDiagnostics(z(), z(), z(), z(), z(), jnp.zeros((), jnp.int32))
 
 
 def _project(
-    grads: optax.Updates, delta: optax.Updates, projection: str
-) -> tuple[optax.Updates, ProfitDiagnostics, jax.Array]:
+    grads: optax.Updates, delta: optax.Updates, projection: str, gg: jax.Array
+) -> tuple[optax.Updates, ProfitDiagnostics]:
     """Projects ``grads`` away from ``delta`` where ⟨g, Δ⟩ < 0.
 
-    Returns the projected gradient (in the gradients' dtypes), the diagnostics
-    (``nonfinite_count`` left at 0) and whether the gradient is finite.
+    ``gg`` is ‖grads‖² (float32). Returns the projected gradient (in the
+    gradients' dtypes) and the diagnostics (``nonfinite_count`` left at 0).
     All dot products accumulate in float32 (float64 for float64 inputs).
     """
     g_leaves, treedef = jax.tree.flatten(grads)
@@ -181,9 +182,7 @@ def _project(
         jnp.sum(_f(g) * _f(d), dtype=jnp.float32) for g, d in zip(g_leaves, d_leaves, strict=True)
     ]
     dds = [jnp.sum(jnp.square(_f(d)), dtype=jnp.float32) for d in d_leaves]
-    ggs = [jnp.sum(jnp.square(_f(g)), dtype=jnp.float32) for g in g_leaves]
-    dot, dd, gg = sum(dots, jnp.float32(0)), sum(dds, jnp.float32(0)), sum(ggs, jnp.float32(0))
-    finite = jnp.isfinite(gg)
+    dot, dd = sum(dots, jnp.float32(0)), sum(dds, jnp.float32(0))
 
     if projection == "global":
         conflict = (dot < 0) & (dd > 0)
@@ -218,7 +217,7 @@ def _project(
         removed_norm=removed,
         nonfinite_count=jnp.zeros((), jnp.int32),
     )
-    return jax.tree.unflatten(treedef, projected), diag, finite
+    return jax.tree.unflatten(treedef, projected), diag
 
 
 # ----------------------------------------------------------------------------
@@ -332,93 +331,62 @@ def profit(
             return AutoReferenceState(main_step_norm=jnp.zeros((), jnp.float32))
         return reference_optimizer.init(params)
 
-    def ref_step(grads, ref_state, params):
-        """Returns (reference update, new ref state, gradient is finite)."""
-        gg = _sumsq(grads)
-        finite = jnp.isfinite(gg)
+    def ref_step(grads, ref_state, params, gg):
+        """Returns (reference update, new ref state); ``gg`` = ‖grads‖² in float32."""
         if auto_ref:
             step = ref_scale * ref_state.main_step_norm
             factor = jnp.where(gg > 0, step / jnp.sqrt(jnp.where(gg > 0, gg, 1.0)), 0.0)
             updates = jax.tree.map(lambda g: (-factor * _f(g)).astype(g.dtype), grads)
-            return updates, ref_state, finite
-        updates, new_ref_state = reference_optimizer.update(grads, ref_state, params)
-        return updates, new_ref_state, finite
+            return updates, ref_state
+        return reference_optimizer.update(grads, ref_state, params)
 
     # -- main step ----------------------------------------------------------------
 
-    def main_step(grads, state: ProfitState, theta_ref, delta):
-        """Projects, runs the main optimizer at θ_ref. Returns (u, state parts)."""
-        g_proj, diag, finite = _project(grads, delta, projection)
-        u, main_state = optimizer.update(g_proj, state.main_state, theta_ref)
-        ref_state = state.ref_state
+    def main_step(grads, main_state, ref_state, theta_ref, delta, gg):
+        """Projects g, runs the main optimizer at θ_ref. Returns (u, state parts, diag)."""
+        g_proj, diag = _project(grads, delta, projection, gg)
+        u, main_state = optimizer.update(g_proj, main_state, theta_ref)
         if auto_ref:
             ref_state = AutoReferenceState(main_step_norm=jnp.sqrt(_sumsq(u)))
         elif reset_reference_state:
             ref_state = reference_optimizer.init(theta_ref)
-        return u, main_state, ref_state, diag, finite
+        return u, main_state, ref_state, diag
 
-    def skip_count(diag_old: ProfitDiagnostics, finite) -> jax.Array:
-        return diag_old.nonfinite_count + jnp.where(finite, 0, 1).astype(jnp.int32)
+    # The main call writes the reference state only for the automatic reference step
+    # or when resetting it; otherwise the reference state never enters the main branch.
+    main_writes_ref_state = auto_ref or reset_reference_state
+
+    def with_skips(diag: ProfitDiagnostics, finite) -> ProfitDiagnostics:
+        return diag._replace(
+            nonfinite_count=diag.nonfinite_count + jnp.where(finite, 0, 1).astype(jnp.int32)
+        )
 
     # -- init ---------------------------------------------------------------------
 
     def init_fn(params: optax.Params) -> ProfitState:
         return ProfitState(
             count=jnp.zeros((), jnp.int32),
-            theta_ref=None if one_call else params,
+            # zeros, not `params`: θ_ref is unused until the first reference call, and
+            # aliasing the params buffer would break `donate_argnums=(params, state)`.
+            theta_ref=None if one_call else optax.tree.zeros_like(params),
             main_state=optimizer.init(params),
             ref_state=ref_init(params),
             diagnostics=_zero_diagnostics(),
         )
 
     # -- alternating mode -----------------------------------------------------------
-
-    def ref_call(grads, state: ProfitState, params, *, first: bool):
-        u, ref_state, finite = ref_step(grads, state.ref_state, params)
-        updates = jax.tree.map(
-            lambda p, ui: jnp.where(finite, ui.astype(p.dtype), jnp.zeros_like(p)), params, u
-        )
-        new_state = state._replace(
-            count=state.count + jnp.where(finite, 1, 0).astype(jnp.int32),
-            # θ_ref ← θ on the first call of a cycle (a skipped call leaves count at 0,
-            # so the next call saves θ_ref again, from the same params).
-            theta_ref=params if first else state.theta_ref,
-            ref_state=_tree_select(finite, ref_state, state.ref_state),
-            diagnostics=state.diagnostics._replace(
-                nonfinite_count=skip_count(state.diagnostics, finite)
-            ),
-        )
-        return updates, new_state
-
-    def first_ref_call(grads, state, params):
-        return ref_call(grads, state, params, first=True)
-
-    def later_ref_call(grads, state, params):
-        return ref_call(grads, state, params, first=False)
-
-    def main_call(grads, state: ProfitState, params):
-        theta_ref = state.theta_ref
-        delta = jax.tree.map(lambda p, r: _f(p) - _f(r), params, theta_ref)  # Δ = θ' − θ_ref
-        u, main_state, ref_state, diag, finite = main_step(grads, state, theta_ref, delta)
-
-        def restore(p, r, ui):  # lands exactly on round(θ_ref + u)
-            acc = _acc_dtype(p.dtype)
-            target = (_f(r) + ui.astype(acc)).astype(p.dtype)
-            step = (target.astype(acc) - p.astype(acc)).astype(p.dtype)
-            return jnp.where(finite, step, jnp.zeros_like(p))
-
-        updates = jax.tree.map(restore, params, theta_ref, u)
-        new_state = state._replace(
-            count=jnp.where(finite, 0, n_ref).astype(jnp.int32),
-            main_state=_tree_select(finite, main_state, state.main_state),
-            ref_state=_tree_select(finite, ref_state, state.ref_state),
-            diagnostics=_tree_select(
-                finite,
-                diag._replace(nonfinite_count=state.diagnostics.nonfinite_count),
-                state.diagnostics._replace(nonfinite_count=skip_count(state.diagnostics, finite)),
-            ),
-        )
-        return updates, new_state
+    #
+    # Cost is passes over memory. XLA copies every buffer that a conditional branch
+    # passes through unchanged while another branch writes to it, and it cannot fuse
+    # across a conditional. So the call is organised as:
+    #   1. one conditional for the main phase whose every output is written by the main
+    #      branch and passed through by the other: θ_ref ← round(θ_ref + u), the main
+    #      state, the diagnostics (no copies);
+    #   2. one conditional that saves θ_ref ← params at the first call of a cycle;
+    #   3. the reference step (SGD: −λ·g) outside any conditional, so that it fuses
+    #      into the loop that applies the update: the update is
+    #      where(main, θ_ref_new − params, reference update).
+    # See benchmarks/RESULTS.md for the measured passes and timings.
 
     def alternating_update_fn(
         updates: optax.Updates,
@@ -428,13 +396,64 @@ def profit(
     ) -> tuple[optax.Updates, ProfitState]:
         del extra_args
         _check_trees(updates, params)
-        if n_ref == 1:
-            branches = [first_ref_call, main_call]
-            index = state.count
-        else:
-            branches = [first_ref_call, later_ref_call, main_call]
-            index = jnp.where(state.count == 0, 0, jnp.where(state.count == n_ref, 2, 1))
-        return jax.lax.switch(index, branches, updates, state, params)
+        grads = updates
+        is_main = state.count == n_ref
+        is_first = state.count == 0
+        gg = _sumsq(grads)
+        finite = jnp.isfinite(gg)
+
+        # 1. main phase.
+        def main_branch(ops):
+            theta_ref, main_state, ref_state, diag = ops
+            delta = jax.tree.map(lambda p, r: _f(p) - _f(r), params, theta_ref)  # Δ = θ' − θ_ref
+            u, new_main, new_ref, new_diag = main_step(
+                grads, main_state, ref_state, theta_ref, delta, gg
+            )
+            # round(θ_ref + u): the parameters at the end of the cycle, exactly.
+            new_theta = jax.tree.map(lambda r, ui: (_f(r) + _f(ui)).astype(r.dtype), theta_ref, u)
+            new_diag = new_diag._replace(nonfinite_count=diag.nonfinite_count)
+            return new_theta, new_main, new_ref, new_diag
+
+        # A non-finite gradient takes the identity branch: nothing is written. (Selecting
+        # with `finite` inside the branch would read the old state and cost copies.)
+        theta_ref, main_state, ref_out, diag = jax.lax.cond(
+            is_main & finite,
+            main_branch,
+            lambda ops: ops,
+            (
+                state.theta_ref,
+                state.main_state,
+                state.ref_state if main_writes_ref_state else None,
+                state.diagnostics,
+            ),
+        )
+
+        # 2. θ_ref ← params at the first call of a cycle (not on a skipped call).
+        theta_ref = jax.lax.cond(
+            is_first & finite, lambda t: jax.tree.map(jnp.copy, params), lambda t: t, theta_ref
+        )
+
+        # 3. the reference step, fused into the update.
+        ref_state = ref_out if main_writes_ref_state else state.ref_state
+        u_ref, new_ref = ref_step(grads, ref_state, params, gg)
+        ref_state = _tree_select((~is_main) & finite, new_ref, ref_state)
+
+        def final(p, r, ur):
+            acc = _acc_dtype(p.dtype)
+            main_u = (r.astype(acc) - p.astype(acc)).astype(p.dtype)
+            out = jnp.where(is_main, main_u, ur.astype(p.dtype))
+            return jnp.where(finite, out, jnp.zeros_like(p))
+
+        out_updates = jax.tree.map(final, params, theta_ref, u_ref)
+        count = jnp.where(finite, jnp.where(is_main, 0, state.count + 1), state.count)
+        diag = with_skips(diag, finite)
+        return out_updates, ProfitState(
+            count=count.astype(jnp.int32),
+            theta_ref=theta_ref,
+            main_state=main_state,
+            ref_state=ref_state,
+            diagnostics=diag,
+        )
 
     # -- one-call mode ----------------------------------------------------------------
 
@@ -456,30 +475,29 @@ def profit(
 
         def body(i, carry):
             probe, g, ref_state, finite = carry
-            u, new_ref_state, ok = ref_step(g, ref_state, probe)
+            gg = _sumsq(g)
+            u, new_ref_state = ref_step(g, ref_state, probe, gg)
             probe = jax.tree.map(lambda p, s: (_f(p) + _f(s)).astype(p.dtype), probe, u)
             g = grad_fn(probe, i)
-            return probe, g, new_ref_state, finite & ok
+            return probe, g, new_ref_state, finite & jnp.isfinite(gg)
 
         probe, g_main, ref_state, finite = jax.lax.fori_loop(
             0, n_ref, body, (params, updates, state.ref_state, jnp.array(True))
         )
+        gg = _sumsq(g_main)
+        finite = finite & jnp.isfinite(gg)
         delta = jax.tree.map(lambda q, p: _f(q) - _f(p), probe, params)
-        u, main_state, ref_state2, diag, finite_main = main_step(
-            g_main, state._replace(ref_state=ref_state), params, delta
+        u, main_state, ref_state, diag = main_step(
+            g_main, state.main_state, ref_state, params, delta, gg
         )
-        finite = finite & finite_main
         out = jax.tree.map(
             lambda p, ui: jnp.where(finite, ui.astype(p.dtype), jnp.zeros_like(p)), params, u
         )
+        new_diag = diag._replace(nonfinite_count=state.diagnostics.nonfinite_count)
         new_state = state._replace(
             main_state=_tree_select(finite, main_state, state.main_state),
-            ref_state=_tree_select(finite, ref_state2, state.ref_state),
-            diagnostics=_tree_select(
-                finite,
-                diag._replace(nonfinite_count=state.diagnostics.nonfinite_count),
-                state.diagnostics._replace(nonfinite_count=skip_count(state.diagnostics, finite)),
-            ),
+            ref_state=_tree_select(finite, ref_state, state.ref_state),
+            diagnostics=_tree_select(finite, new_diag, with_skips(state.diagnostics, finite)),
         )
         return out, new_state
 
