@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from profit_optax._src.masks import resolve_static_mask
+
 # Constants hard-coded in the authors' FTP class.
 _NORM_EPS = 1e-8  # added to every row L1 norm (``_mars_norm``)
 _GAMMA_MIN = 1e-8  # lower end of the radius clip (``_clip``)
@@ -95,34 +97,6 @@ def default_reduce_axes(x: jax.Array) -> tuple[int, ...]:
 def _acc_dtype(dtype: Any) -> Any:
     """fp32 for half/single precision leaves, float64 for float64 leaves."""
     return jnp.promote_types(dtype, jnp.float32)
-
-
-def _resolve_mask(mask: MaskOrFn | None, params: optax.Params, what: str) -> list[bool] | None:
-    """Flattens a static bool mask to a list aligned with ``params``' leaves."""
-    if mask is None:
-        return None
-    if callable(mask):
-        mask = mask(params)
-    treedef = jax.tree.structure(params)
-    try:
-        leaves = treedef.flatten_up_to(mask)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{what} must be a pytree of bools with the same structure as params "
-            f"(params: {treedef}; {what}: {jax.tree.structure(mask)})."
-        ) from e
-    out = []
-    for leaf in leaves:
-        if isinstance(leaf, jax.core.Tracer):
-            raise TypeError(f"{what} must be static (Python bools), got a traced value.")
-        if not isinstance(leaf, bool | np.bool_) and not (
-            isinstance(leaf, np.ndarray | jax.Array)
-            and np.shape(leaf) == ()
-            and np.asarray(leaf).dtype == np.bool_
-        ):
-            raise TypeError(f"{what} leaves must be bools, got {type(leaf).__name__}: {leaf!r}.")
-        out.append(bool(leaf))
-    return out
 
 
 def _check_unit_interval(name: str, value: float) -> None:
@@ -259,7 +233,7 @@ def ftp(
     def _projected(params: optax.Params) -> tuple[Any, list[Any], list[bool]]:
         treedef = jax.tree.structure(params)
         leaves = treedef.flatten_up_to(params)
-        excluded = _resolve_mask(exclude_mask, params, "exclude_mask")
+        excluded = resolve_static_mask(exclude_mask, params, "exclude_mask")
         if excluded is None:
             excluded = [False] * len(leaves)
         for p, ex in zip(leaves, excluded, strict=True):
