@@ -250,7 +250,7 @@ _METHODS: dict[str, _Spec] = {
         _lookahead,
     ),
     "sam": _Spec(
-        "SAM(Adam) (Foret et al., 2021), transparent mode: ascent step rho*g/||g||, "
+        "SAM(Adam) (Foret et al., 2021), transparent mode: ascent step rho*g/norm(g), "
         "then Adam on the gradient there, from the cached real params.",
         {"learning_rate": _REQUIRED, "rho": 0.05, "sync_period": 2},
         _sam,

@@ -45,15 +45,17 @@ def test_matches_gradient_of_penalized_loss(alpha, beta):
     tx = l2sp(alpha, beta, head_mask=HEAD)
     state = tx.init(theta0)
     update = jax.jit(tx.update)
+    grad = jax.jit(jax.grad(loss_fn))
+    penalized_grad = jax.jit(jax.grad(penalized_loss))
     for seed in range(1, 5):  # several points away from theta0
         point = jax.tree.map(lambda a, b: a + 0.3 * b, theta0, make_params(seed))
-        updates, _ = update(jax.grad(loss_fn)(point, x), state, point)
-        want = jax.grad(penalized_loss)(point, x, theta0, alpha, beta)
+        updates, _ = update(grad(point, x), state, point)
+        want = penalized_grad(point, x, theta0, alpha, beta)
         jax.tree.map(
             lambda u, w: np.testing.assert_allclose(u, w, rtol=1e-5, atol=1e-6), updates, want
         )
     # The penalty really contributes (the test would fail if it were ignored).
-    plain = jax.grad(loss_fn)(point, x)
+    plain = grad(point, x)
     assert not np.allclose(updates["body"]["kernel"], plain["body"]["kernel"]) or alpha == 0.0
 
 

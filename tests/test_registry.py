@@ -135,8 +135,9 @@ def test_lookahead_eval_is_slow_and_grad_is_fast():
     state = method.tx.init(stored)
     adam = optax.adam(1e-2)
     adam_state, fast = adam.init(params), params
+    grad = jax.jit(jax.grad(loss_fn))
     for t, (x, y) in enumerate(batches(3)):
-        grads = jax.grad(loss_fn)(method.grad_params(stored), x, y)
+        grads = grad(method.grad_params(stored), x, y)
         assert method.grad_params(stored) is stored.fast
         updates, state = method.tx.update(grads, state, stored)
         stored = method.apply(stored, updates)
@@ -146,7 +147,9 @@ def test_lookahead_eval_is_slow_and_grad_is_fast():
         if t < 2:  # not synced yet: eval is the untouched slow copy, grads at fast
             jax.tree.map(np.testing.assert_array_equal, evaluated, params)
             jax.tree.map(
-                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), stored.fast, fast
+                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8),
+                stored.fast,
+                fast,
             )
     # After a full period: slow = slow0 + 0.5 * (fast_3 - slow0), and fast is reset to slow.
     want = jax.tree.map(lambda s, f: s + 0.5 * (f - s), params, fast)
@@ -154,7 +157,11 @@ def test_lookahead_eval_is_slow_and_grad_is_fast():
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), evaluated, want
     )
     # fast is reset to slow (through an additive update: equal up to rounding).
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), stored.fast, stored.slow)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8),
+        stored.fast,
+        stored.slow,
+    )
 
 
 @pytest.mark.parametrize("name", ["sam", "profit"])
@@ -166,8 +173,9 @@ def test_eval_params_mid_cycle_are_the_real_params(name):
     update = jax.jit(method.tx.update)
     real = stored
     # Two full cycles (PROFIT's automatic reference step is zero in the first cycle).
+    grad = jax.jit(jax.grad(loss_fn))
     for t, (x, y) in enumerate(batches(2 * method.period)):
-        grads = jax.grad(loss_fn)(method.grad_params(stored), x, y)
+        grads = grad(method.grad_params(stored), x, y)
         updates, state = update(grads, state, stored)
         stored = method.apply(stored, updates)
         evaluated = method.eval_params(stored, state)
