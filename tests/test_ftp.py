@@ -381,3 +381,32 @@ def test_bad_inputs():
     bad_axes = ftp(optax.sgd(0.1), reduce_axes_fn=lambda x: (5,))
     with pytest.raises(ValueError, match="reduce_axes_fn returned"):
         bad_axes.init(params)
+
+
+def test_works_with_nnx_state_and_masks():
+    from flax import nnx
+
+    from profit_optax.masks import head_mask
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.Linear(3, 4, rngs=rngs), nnx.Linear(4, 2, rngs=rngs)])
+
+    params = nnx.state(MLP(nnx.Rngs(0)), nnx.Param)
+    inner = optax.adam(0.1)
+    tx = ftp(inner, exclude_mask=head_mask(params))
+    state, inner_state = tx.init(params), inner.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    new = params
+    for _ in range(3):
+        updates, state = jax.jit(tx.update)(grads, state, new)
+        new = optax.apply_updates(new, updates)
+    plain = params
+    for _ in range(3):
+        u, inner_state = inner.update(grads, inner_state, plain)
+        plain = optax.apply_updates(plain, u)
+    head, body = new["layers"][1]["kernel"][...], new["layers"][0]["kernel"][...]
+    np.testing.assert_allclose(head, plain["layers"][1]["kernel"][...], rtol=1e-6)
+    gamma = float(state.gamma["layers"][0]["kernel"][...])
+    dev = row_l1(body - params["layers"][0]["kernel"][...])
+    assert 0 < dev.max() <= gamma * (1 + 1e-5) + 1e-6
