@@ -326,6 +326,19 @@ def test_reductions_accumulate_in_float32():
     np.testing.assert_allclose(float(state.diagnostics.grad_norm), 0.125 * np.sqrt(n), rtol=1e-3)
 
 
+@pytest.mark.parametrize("n", [1_000_003, 5000, 7])
+def test_projection_sums_are_accurate_on_large_leaves(n):
+    """The fused variadic reduction must be as accurate as a float64 dot (rtol 1e-5)."""
+    from profit_optax._src.profit import _projection_sums
+
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=n).astype(np.float32)
+    d = (rng.normal(size=n) * 1e-3 + 0.01).astype(np.float32)
+    got = np.asarray(jax.jit(_projection_sums)({"x": jnp.asarray(g)}, {"x": jnp.asarray(d)}))[0]
+    g64, d64 = g.astype(np.float64), d.astype(np.float64)
+    np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
+
+
 def test_ref_params_recovers_theta_ref_mid_cycle():
     theta0, grad_at = mlp_problem("float32")
     tx = profit_optax.profit(optax.adam(1e-2), optax.sgd(1e-2), n_ref=3)
