@@ -31,12 +31,15 @@ def hide_gpus_from_tensorflow() -> None:
     tf.config.set_visible_devices([], "GPU")
 
 
-def make_main(model_factory: ModelFactory, mask_fn: MaskFn) -> Callable[[Sequence[str]], None]:
+def make_main(
+    model_factory: ModelFactory, mask_fn: MaskFn | None = None
+) -> Callable[[Sequence[str]], None]:
     """Returns an absl ``main`` that runs the transfer experiment for one model family.
 
     Args:
       model_factory: ``(config.model, num_classes) -> module``.
-      mask_fn: ``params -> {"head_mask": ..., "embed_mask": ...}`` for the registry.
+      mask_fn: ``params -> {"head_mask": ..., "embed_mask": ...}`` for the
+        registry (default: ``profit_optax.masks``' default rules).
     """
 
     def main(argv: Sequence[str]) -> None:

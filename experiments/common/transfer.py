@@ -79,7 +79,8 @@ QUICK_DEFAULTS: dict[str, Any] = {
     "old_task": {"max_train_examples": 256, "max_test_examples": 128},
     "new_task": {"max_train_examples": 256, "max_test_examples": 128},
     "pretrain": {"num_steps": 20, "warmup_steps": 2, "batch_size": 32, "eval_every": 10},
-    "finetune": {"num_steps": 8, "batch_size": 32, "eval_every": 4, "seeds": (0, 1)},
+    # 12 and 6: multiples of the registry's periods (1, 2 for PROFIT/SAM, 6 for Lookahead).
+    "finetune": {"num_steps": 12, "batch_size": 32, "eval_every": 6, "seeds": (0, 1)},
     "eval_batch_size": 64,
 }
 
@@ -262,6 +263,16 @@ def default_method_factory() -> MethodFactory:
     return registry.make_method
 
 
+def default_mask_fn(params: PyTree) -> dict[str, PyTree]:
+    """Head and embedding masks by ``profit_optax.masks``' default rules.
+
+    ``head`` is the head; ``embedding`` (ViT) or ``Dense_0`` (MLP) the embedding.
+    """
+    from profit_optax import masks
+
+    return {"head_mask": masks.head_mask(params), "embed_mask": masks.embedding_mask(params)}
+
+
 def selected_methods(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
     """Run label -> ``{"method": registry name, **hparams}`` for the configured methods.
 
@@ -315,7 +326,8 @@ def run_transfer(
       workdir: output directory.
       method_factory: ``make_method``-like factory; default the registry's.
       mask_fn: ``params -> dict`` of extra factory kwargs (``head_mask``,
-        ``embed_mask``) built from the fine-tuning params.
+        ``embed_mask``) built from the fine-tuning params; default
+        :func:`default_mask_fn`.
       progress: show progress bars.
 
     Returns:
@@ -362,7 +374,7 @@ def run_transfer(
 
     loss_fn = make_loss_fn(new_model, config.augment)
     params = finetune_params(pretrained, new_model, data.new_train)
-    extra = mask_fn(params) if mask_fn is not None else {}
+    extra = (mask_fn or default_mask_fn)(params)
     records: list[dict[str, Any]] = []
     for label, spec in methods.items():
         hparams = {k: v for k, v in spec.items() if k != "method"}

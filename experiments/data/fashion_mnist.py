@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
+from etils import epath
+from tensorflow_datasets.core import utils as tfds_utils
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 #: Directory where Debian's ``dataset-fashion-mnist`` package installs the IDX files.
@@ -66,6 +68,13 @@ class FashionMnistFromIdx(tfds_mnist.FashionMNIST, skip_registration=True):
 
     name = "fashion_mnist"
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTALL_HINT
+
+    @tfds_utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        """This file. TFDS 4.9's default resolves builders that live in a package
+        through ``importlib_resources``, which it only requires on Python < 3.9."""
+        return epath.Path(__file__)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         """Decompresses the local IDX files and defines the train/test splits."""

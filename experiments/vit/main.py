@@ -26,14 +26,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> Vi
     )
 
 
-def mask_fn(params):
-    """Head (``head``) and embedding (``embedding``) masks for the registry."""
-    from profit_optax import masks
-
-    return {"head_mask": masks.head_mask(params), "embed_mask": masks.embedding_mask(params)}
-
-
-main = cli.make_main(build_model, mask_fn)
+main = cli.make_main(build_model)
 
 if __name__ == "__main__":
     app.run(main)
