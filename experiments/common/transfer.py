@@ -189,6 +189,38 @@ def pretrain_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransfor
     )
 
 
+def pretrain_fingerprint(config: ml_collections.ConfigDict) -> str:
+    """Hash of everything that determines the pretrained model."""
+    return _fingerprint(
+        config.model.to_dict(),
+        config.old_task.to_dict(),
+        config.pretrain.to_dict(),
+        config.augment.to_dict(),
+    )
+
+
+def existing_pretrain_summary(
+    config: ml_collections.ConfigDict, workdir: Path
+) -> dict[str, Any] | None:
+    """The summary of the checkpoint in ``workdir`` when there is one (None otherwise).
+
+    Raises:
+      ValueError: the checkpoint was made with other pretraining settings.
+    """
+    ckpt_dir = workdir / "pretrain" / "checkpoint"
+    if not ckpt_dir.exists():
+        return None
+    summary_path = workdir / "pretrain" / "pretrain.json"
+    summary = results.read_json(summary_path) if summary_path.exists() else {}
+    fingerprint = pretrain_fingerprint(config)
+    if summary.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{ckpt_dir} was made with other pretraining settings (fingerprint "
+            f"{summary.get('fingerprint')} != {fingerprint}); use a new --workdir or delete it."
+        )
+    return summary
+
+
 def pretrain(
     config: ml_collections.ConfigDict,
     model: nn.Module,
@@ -206,21 +238,11 @@ def pretrain(
       ValueError: ``workdir`` holds a checkpoint made with different settings.
     """
     cfg = config.pretrain
-    pre_dir = workdir / "pretrain"
-    ckpt_dir = pre_dir / "checkpoint"
-    fingerprint = _fingerprint(
-        config.model.to_dict(), config.old_task.to_dict(), cfg.to_dict(), config.augment.to_dict()
-    )
-    template = jax.eval_shape(lambda: init_params(model, data.old_train, jax.random.key(cfg.seed)))
-    summary_path = pre_dir / "pretrain.json"
-    if ckpt_dir.exists():
-        summary = results.read_json(summary_path) if summary_path.exists() else {}
-        if summary.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"{ckpt_dir} was made with other pretraining settings (fingerprint "
-                f"{summary.get('fingerprint')} != {fingerprint}); use a new --workdir or delete it."
-            )
+    ckpt_dir = workdir / "pretrain" / "checkpoint"
+    summary = existing_pretrain_summary(config, workdir)
+    if summary is not None:
         logging.info("Restoring the pretrained model from %s", ckpt_dir)
+        template = jax.eval_shape(lambda: init_params(model, data.old_train, jax.random.key(0)))
         return checkpoint.restore_pytree(ckpt_dir, template), summary
 
     init_rng, train_rng = jax.random.split(jax.random.key(cfg.seed))
@@ -243,7 +265,7 @@ def pretrain(
     )
     checkpoint.save_pytree(ckpt_dir, result.eval_params)
     summary = {
-        "fingerprint": fingerprint,
+        "fingerprint": pretrain_fingerprint(config),
         "old_acc": result.history[-1]["old_acc"],
         "num_params": sum(x.size for x in jax.tree.leaves(result.eval_params)),
         "num_steps": cfg.num_steps,
@@ -252,7 +274,7 @@ def pretrain(
         "compile_time_s": result.compile_time_s,
         "history": result.history,
     }
-    results.write_json(summary_path, summary)
+    results.write_json(workdir / "pretrain" / "pretrain.json", summary)
     return result.eval_params, summary
 
 
@@ -340,6 +362,7 @@ def run_transfer(
     method_factory = method_factory or default_method_factory()
     methods = selected_methods(config)
     ft = config.finetune
+    existing_pretrain_summary(config, workdir)  # fail before loading data on a mismatch
 
     t0 = time.perf_counter()
     data = load_transfer_data(config)

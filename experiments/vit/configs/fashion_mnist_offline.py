@@ -48,9 +48,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.pretrain.learning_rate = 1e-3
     config.pretrain.warmup_steps = 100
     config.pretrain.eval_every = 300
-    config.finetune.num_steps = 480  # ~2 epochs of the 30k new-task images
+    # 300 = 50 cycles of Lookahead (period 6), 150 of PROFIT/SAM (period 2);
+    # ~1.3 epochs of the 30k new-task images. Evaluations at 0, 150, 300.
+    config.finetune.num_steps = 300
     config.finetune.batch_size = 128
-    config.finetune.eval_every = 120
+    config.finetune.eval_every = 150
     config.finetune.seeds = (0, 1, 2)
     config.finetune.methods = FASHION_MNIST_METHODS
     config.eval_batch_size = 1000
