@@ -91,25 +91,15 @@ def subsample(ds: ArrayDataset, max_examples: int | None, *, seed: int = 0) -> A
     return ArrayDataset(ds.images[keep], ds.labels[keep], ds.class_names)
 
 
-def load_tfds(
-    name: str,
-    split: str,
-    *,
-    data_dir: str | None = None,
-    classes: Sequence[int] | None = None,
-    max_examples: int | None = None,
-    subset_seed: int = 0,
-    prepare: bool = True,
+def load_tfds_split(
+    name: str, split: str, *, data_dir: str | None = None, prepare: bool = True
 ) -> ArrayDataset:
-    """Loads a TFDS image classification split into memory.
+    """Loads a whole TFDS image classification split into memory (uint8 images, int labels).
 
     Args:
       name: TFDS dataset name with an ``image`` and a ``label`` feature.
       split: TFDS split string (slicing such as ``"train[:10%]"`` works).
       data_dir: TFDS data directory; None for TFDS's default.
-      classes: original class ids to keep, relabelled ``0..k-1`` in this order.
-      max_examples: keep a fixed random subset of this size (after class selection).
-      subset_seed: seed of that subset (fixed: not the run seed).
       prepare: run the dataset's preparer first when it has one (Fashion-MNIST
         from local IDX files, see :mod:`experiments.data.fashion_mnist`).
     """
@@ -123,10 +113,42 @@ def load_tfds(
     if not chunks:
         raise ValueError(f"TFDS split {name}:{split} is empty")
     images = np.concatenate([c[0] for c in chunks]).astype(np.uint8)
-    labels = np.concatenate([c[1] for c in chunks])
-    class_names = info.features["label"].names
-    out = select_classes(images, labels, class_names, classes)
+    labels = np.concatenate([c[1] for c in chunks]).astype(np.int32)
+    return ArrayDataset(images, labels, tuple(info.features["label"].names))
+
+
+def task_subset(
+    ds: ArrayDataset,
+    *,
+    classes: Sequence[int] | None = None,
+    max_examples: int | None = None,
+    subset_seed: int = 0,
+) -> ArrayDataset:
+    """:func:`select_classes` then :func:`subsample` (a fixed subset, not the run seed)."""
+    out = select_classes(ds.images, ds.labels, ds.class_names, classes)
     return subsample(out, max_examples, seed=subset_seed)
+
+
+def load_tfds(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | None = None,
+    classes: Sequence[int] | None = None,
+    max_examples: int | None = None,
+    subset_seed: int = 0,
+    prepare: bool = True,
+) -> ArrayDataset:
+    """:func:`load_tfds_split` then :func:`task_subset`.
+
+    Args:
+      name, split, data_dir, prepare: see :func:`load_tfds_split`.
+      classes: original class ids to keep, relabelled ``0..k-1`` in this order.
+      max_examples: keep a fixed random subset of this size (after class selection).
+      subset_seed: seed of that subset (fixed: not the run seed).
+    """
+    ds = load_tfds_split(name, split, data_dir=data_dir, prepare=prepare)
+    return task_subset(ds, classes=classes, max_examples=max_examples, subset_seed=subset_seed)
 
 
 def train_batches(ds: ArrayDataset, batch_size: int, *, seed: int) -> Iterator[Batch]:

@@ -43,7 +43,7 @@ def plot_tradeoff(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.6, 4.8), dpi=120)
     colors = plt.get_cmap("tab10")
     for i, row in enumerate(rows):
         ax.errorbar(
@@ -63,7 +63,7 @@ def plot_tradeoff(
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -121,10 +121,11 @@ def plot_learning_curves(
         ax.set_title(panel_title)
         ax.set_xlabel("update calls (= gradient evaluations)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="center right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 0.9 / fig.get_figwidth(), 1.0))
     fig.savefig(path)
     plt.close(fig)
     return path

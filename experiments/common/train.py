@@ -78,7 +78,9 @@ def make_train_step(
 ) -> Callable[[PyTree, optax.OptState, Batch, jax.Array], tuple[PyTree, optax.OptState, dict]]:
     """Returns ``step(stored, opt_state, batch, rng) -> (stored, opt_state, metrics)``, jitted.
 
-    ``stored`` and ``opt_state`` are donated: do not reuse the arrays passed in.
+    Inputs are not donated: methods may legitimately alias buffers between
+    ``stored`` and ``opt_state`` (Lookahead's synced fast/slow weights, a
+    reference point equal to the parameters), which XLA cannot donate twice.
     """
 
     def step(stored, opt_state, batch, rng):
@@ -88,7 +90,7 @@ def make_train_step(
         stored = method.apply(stored, updates)
         return stored, opt_state, {"loss": loss, **aux}
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step)
 
 
 @dataclasses.dataclass
@@ -174,8 +176,7 @@ class Trainer:
         eval_points = set(range(eval_every, num_steps + 1, eval_every)) if eval_every else set()
         eval_points.add(num_steps)
 
-        # Copy: the step donates its inputs, and `params` may be shared with other runs.
-        stored = jax.tree.map(jnp.copy, method.init_params(params))
+        stored = method.init_params(params)
         opt_state = method.tx.init(stored)
 
         history: list[dict[str, float]] = []

@@ -48,9 +48,10 @@ from experiments.common import checkpoint, plotting, results
 from experiments.common.data import (
     ArrayDataset,
     eval_batches,
-    load_tfds,
+    load_tfds_split,
     normalize,
     random_crop_flip,
+    task_subset,
     train_batches,
 )
 from experiments.common.train import (
@@ -122,26 +123,30 @@ class TransferData:
     new_test: ArrayDataset
 
 
-def load_task(task: ml_collections.ConfigDict, split: str, data_dir: str | None) -> ArrayDataset:
-    """Loads ``task.<split>_split`` of ``task.dataset`` (class subset, size cap)."""
-    return load_tfds(
-        task.dataset,
-        task[f"{split}_split"],
-        data_dir=data_dir,
-        classes=task.get("classes"),
-        max_examples=task.get(f"max_{split}_examples"),
-        subset_seed=task.get("subset_seed", 0),
-    )
-
-
 def load_transfer_data(config: ml_collections.ConfigDict) -> TransferData:
-    """Loads the four datasets named by ``config.old_task`` and ``config.new_task``."""
+    """Loads the four datasets named by ``config.old_task`` and ``config.new_task``.
+
+    Each TFDS split is read once, also when both tasks are class subsets of it.
+    """
     data_dir = config.get("data_dir")
+    splits: dict[tuple[str, str], ArrayDataset] = {}
+
+    def load(task: ml_collections.ConfigDict, which: str) -> ArrayDataset:
+        key = (task.dataset, task[f"{which}_split"])
+        if key not in splits:
+            splits[key] = load_tfds_split(*key, data_dir=data_dir)
+        return task_subset(
+            splits[key],
+            classes=task.get("classes"),
+            max_examples=task.get(f"max_{which}_examples"),
+            subset_seed=task.get("subset_seed", 0),
+        )
+
     return TransferData(
-        old_train=load_task(config.old_task, "train", data_dir),
-        old_test=load_task(config.old_task, "test", data_dir),
-        new_train=load_task(config.new_task, "train", data_dir),
-        new_test=load_task(config.new_task, "test", data_dir),
+        old_train=load(config.old_task, "train"),
+        old_test=load(config.old_task, "test"),
+        new_train=load(config.new_task, "train"),
+        new_test=load(config.new_task, "test"),
     )
 
 
@@ -520,7 +525,7 @@ def write_report(
         label_key="label",
         xlabel="old-task test accuracy (%), frozen old head",
         ylabel="new-task test accuracy (%)",
-        title=f"{config.get('name', '')}: mean ± std over {len(ft.seeds)} seeds",
+        title=f"{config.get('name', '')}\nmean ± std over seeds {list(ft.seeds)}",
         scale=100.0,
         reference_x=pre_summary["old_acc"],
         reference_label="old acc before fine-tuning",
