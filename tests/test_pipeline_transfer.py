@@ -1,6 +1,5 @@
 """The generic train loop and the pretrain -> checkpoint -> fine-tune -> report pipeline."""
 
-import dataclasses
 import json
 
 import jax
@@ -14,33 +13,7 @@ from experiments.common import checkpoint, results, transfer
 from experiments.common.train import PlainOptax, Trainer, train
 from experiments.vit.configs import cifar10_to_cifar100_vit_tiny
 from experiments.vit.main import build_model
-
-
-@dataclasses.dataclass(frozen=True)
-class LookaheadMethod:
-    """Test-only Method-like wrapper of optax.lookahead (stored = LookaheadParams)."""
-
-    name: str
-    tx: optax.GradientTransformation
-    period: int
-
-    def init_params(self, params):
-        return optax.LookaheadParams.init_synced(params)
-
-    def grad_params(self, stored):
-        return stored.fast
-
-    def eval_params(self, stored, opt_state):
-        return stored.slow
-
-    def apply(self, stored, updates):
-        return optax.apply_updates(stored, updates)
-
-
-def plain_factory(name, params, *, head_mask=None, embed_mask=None, **hparams):
-    """Test-only stand-in for the registry's make_method (plain optax optimizers)."""
-    optimizers = {"adam": optax.adam, "sgd": lambda lr: optax.sgd(lr, momentum=0.9)}
-    return PlainOptax(name, optimizers[name](hparams["learning_rate"]))
+from profit_optax import registry
 
 
 def regression_problem():
@@ -63,8 +36,9 @@ def regression_problem():
 
 def test_trainer_uses_grad_and_eval_params_and_checks_periods():
     batches, loss_fn = regression_problem()
-    method = LookaheadMethod("lookahead", optax.lookahead(optax.sgd(0.1), 3, 0.5), period=3)
     params = {"w": jnp.zeros(3)}
+    method = registry.make_method("lookahead", params, learning_rate=0.05)
+    assert method.period == 6
     trainer = Trainer(method, loss_fn)
     evals = []
 
@@ -75,25 +49,26 @@ def test_trainer_uses_grad_and_eval_params_and_checks_periods():
     result = trainer.fit(
         params,
         batches(0),
-        90,
+        240,
         rng=jax.random.key(0),
         eval_fn=eval_fn,
-        eval_every=45,
+        eval_every=120,
         eval_at_start=True,
     )
-    assert [h["step"] for h in result.history] == [0, 45, 90]
+    assert [h["step"] for h in result.history] == [0, 120, 240]
     assert result.history[-1]["train_loss"] < result.history[1]["train_loss"]
     np.testing.assert_allclose(result.eval_params["w"], [1.0, -2.0, 0.5], atol=0.05)
-    # What was evaluated is the slow copy, not the fast weights.
+    # Stored = LookaheadParams; what was evaluated is the slow copy.
+    assert isinstance(result.stored, optax.LookaheadParams)
     np.testing.assert_array_equal(evals[-1]["w"], result.stored.slow["w"])
     assert result.compile_time_s > 0
     np.testing.assert_array_equal(params["w"], jnp.zeros(3))  # input not modified
 
-    again = trainer.fit(params, batches(0), 90, rng=jax.random.key(0))
+    again = trainer.fit(params, batches(0), 240, rng=jax.random.key(0))
     assert again.compile_time_s == 0.0  # compiled once per trainer
     np.testing.assert_array_equal(again.eval_params["w"], result.eval_params["w"])
 
-    with pytest.raises(ValueError, match="multiple of the period 3"):
+    with pytest.raises(ValueError, match="multiple of the period 6"):
         trainer.fit(params, batches(0), 10, rng=jax.random.key(0))
     with pytest.raises(ValueError, match="eval_every=4"):
         trainer.fit(params, batches(0), 12, rng=jax.random.key(0), eval_every=4)
@@ -161,7 +136,7 @@ def quick_config():
     config = cifar10_to_cifar100_vit_tiny.get_config()
     config.quick = True
     config.model.patch_size = 8  # 16 tokens: fast on CPU
-    config.finetune.only = "sgd,adam"
+    config.finetune.only = "adam,profit"
     return config
 
 
@@ -169,15 +144,8 @@ def quick_config():
 def test_end_to_end_on_mock_data(tmp_path):
     config = quick_config()
     with tfds.testing.mock_data(num_examples=100):
-        rows = transfer.run_transfer(
-            config,
-            build_model,
-            tmp_path,
-            method_factory=plain_factory,
-            mask_fn=lambda p: {},
-            progress=False,
-        )
-    assert [r["label"] for r in rows] == ["sgd", "adam"]
+        rows = transfer.run_transfer(config, build_model, tmp_path, progress=False)
+    assert [r["label"] for r in rows] == ["adam", "profit"]
     for row in rows:
         assert row["n"] == 2
         assert 0.0 <= row["old_acc_mean"] <= 1.0 and 0.0 <= row["new_acc_mean"] <= 1.0
@@ -194,29 +162,16 @@ def test_end_to_end_on_mock_data(tmp_path):
     for png in ("old_vs_new.png", "learning_curves.png", "pretrain_curve.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # Same seed, same data order: sgd and adam saw the same batches, so the
-    # run files differ only through the optimizer. Rerunning reuses everything.
-    mtime = (tmp_path / "finetune" / "sgd" / "seed_0.json").stat().st_mtime
+    profit = results.read_json(tmp_path / "finetune" / "profit" / "seed_0.json")
+    assert profit["period"] == 2 and profit["hparams"]["n_ref"] == 1
+    # Rerunning reuses the checkpoint and every finished run.
+    mtime = (tmp_path / "finetune" / "profit" / "seed_0.json").stat().st_mtime
     with tfds.testing.mock_data(num_examples=100):
-        rows_again = transfer.run_transfer(
-            config,
-            build_model,
-            tmp_path,
-            method_factory=plain_factory,
-            mask_fn=lambda p: {},
-            progress=False,
-        )
+        rows_again = transfer.run_transfer(config, build_model, tmp_path, progress=False)
     assert rows_again == rows
-    assert (tmp_path / "finetune" / "sgd" / "seed_0.json").stat().st_mtime == mtime
+    assert (tmp_path / "finetune" / "profit" / "seed_0.json").stat().st_mtime == mtime
 
     # A checkpoint made with other pretraining settings is never silently reused.
     config.pretrain.learning_rate = 0.5
     with tfds.testing.mock_data(num_examples=100), pytest.raises(ValueError, match="fingerprint"):
-        transfer.run_transfer(
-            config,
-            build_model,
-            tmp_path,
-            method_factory=plain_factory,
-            mask_fn=lambda p: {},
-            progress=False,
-        )
+        transfer.run_transfer(config, build_model, tmp_path, progress=False)
