@@ -80,6 +80,28 @@ DEFAULT_METHODS: Mapping[str, Mapping[str, Any]] = _freeze(
 )
 
 
+ADAM_LRS = (3e-4, 1e-3, 3e-3)
+SGD_LRS = (1e-2, 3e-2, 1e-1)
+
+# Grids searched by ``python -m experiments.toy2d.sweep`` on the tuning seeds' validation splits.
+SWEEP_GRIDS: Mapping[str, Mapping[str, tuple[Any, ...]]] = _freeze(
+    {
+        "sgd": {"learning_rate": SGD_LRS},
+        "adam": {"learning_rate": ADAM_LRS},
+        "adamw": {"learning_rate": ADAM_LRS},
+        "head_only": {"learning_rate": ADAM_LRS},
+        "lookahead": {"learning_rate": ADAM_LRS},
+        "sam": {"learning_rate": ADAM_LRS},
+        "freeze_embed_sgd": {"learning_rate": SGD_LRS},
+        "l2sp": {"learning_rate": ADAM_LRS},
+        "ftp": {"learning_rate": ADAM_LRS},
+        "profit": {"learning_rate": ADAM_LRS},
+    }
+)
+# Tuning seeds: disjoint from the reporting seeds ``Config.seeds``.
+SWEEP_SEEDS: tuple[int, ...] = (100, 101)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Full experiment configuration."""

@@ -26,7 +26,7 @@ from experiments.toy2d.config import DataConfig
 
 
 class Split(NamedTuple):
-    """One split of one task: inputs ``x`` of shape ``[n, 2]`` and targets ``y`` of shape ``[n, 1]``."""
+    """One split of one task: inputs ``x`` ``[n, 2]`` and targets ``y`` ``[n, 1]``."""
 
     x: np.ndarray
     y: np.ndarray

@@ -215,7 +215,7 @@ def _write(
     data: ToyData = plot_state["data"]
     params = plot_state["params"]
     shown = {k: params[k] for k in ["pretrained", *HIGHLIGHT] if k in params}
-    plots.plot_functions(model, shown, data, cfg.data, out_dir / "functions.png")
+    plots.plot_functions(model, shown, data, cfg.data, out_dir / "functions.png", seed=cfg.seeds[0])
     plots.plot_slice(model, shown, cfg.data, out_dir / "slice.png")
     plots.plot_tradeoff(results["summary"], out_dir / "tradeoff.png")
     plots.plot_curves(results["curves"], out_dir / "curves.png")

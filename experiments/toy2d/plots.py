@@ -50,13 +50,15 @@ def plot_functions(
     toy: data_lib.ToyData,
     cfg: DataConfig,
     path: Path,
+    *,
+    seed: int = 0,
 ) -> None:
     """Heatmaps of the targets and of each model (top) and of each model's error (bottom).
 
     The error row shows ``|model(x) - f_new(x)|``: ``f_new`` equals ``f_old`` on the old data's
     support, so one target serves both tasks. Dashed circles: 2σ of the old/new input densities.
     """
-    x1, x2, xs = _grid()
+    x1, _, xs = _grid()
     truth_old = data_lib.f_old(xs, cfg).reshape(x1.shape)
     truth_new = data_lib.f_new(xs, cfg).reshape(x1.shape)
     preds = {k: _predict(model, p, xs).reshape(x1.shape) for k, p in params.items()}
@@ -100,7 +102,7 @@ def plot_functions(
     for ax in axes.flat:
         ax.set_xticks([-2, 0, 2])
         ax.set_yticks([-2, 0, 2])
-    fig.suptitle("2D toy: targets, learned functions (seed %d run) and their errors" % 0)
+    fig.suptitle(f"2D toy: targets, learned functions (seed {seed}) and their errors")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -121,7 +121,7 @@ class FinetuneResult:
     """Outcome of fine-tuning one method from one pretrained model."""
 
     params: Params
-    test: dict[str, float]  # final old/new test MSE
+    test: dict[str, float]  # final old/new test MSE (empty if not evaluated)
     val: dict[str, float]  # final old/new validation MSE
     curve: list[dict[str, float]]  # {"step", "old", "new"} on the validation splits
     wall_time: float  # seconds, including compilation
@@ -136,6 +136,7 @@ def finetune(
     eval_every: int,
     *,
     progress: bool = True,
+    evaluate_test: bool = True,
 ) -> FinetuneResult:
     """Fine-tunes ``params`` on the new task with ``method``, one batch per update call.
 
@@ -174,7 +175,7 @@ def finetune(
     wall = time.perf_counter() - start
     return FinetuneResult(
         params=final,
-        test=evaluate(model, final, data.old.test, data.new.test),
+        test=evaluate(model, final, data.old.test, data.new.test) if evaluate_test else {},
         val=evaluate(model, final, data.old.val, data.new.val),
         curve=curve,
         wall_time=wall,
