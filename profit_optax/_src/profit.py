@@ -1,0 +1,567 @@
+"""PROFIT: PROximal FIne Tuning, as an Optax gradient transformation.
+
+Implements Algorithm 1 of Chakravarthy et al., "PROFIT: A Specialized Optimizer
+for Deep Fine Tuning", NeurIPS 2025 (https://arxiv.org/abs/2412.01930).
+
+Each PROFIT cycle starts at the current parameters θ_ref, takes ``n_ref`` small
+steps with a *reference* optimizer to reach θ', measures the displacement
+Δ = θ' − θ_ref, takes a fresh gradient g at θ', removes from g its component
+along Δ when the two conflict (⟨g, Δ⟩ < 0), and lets the *main* optimizer step
+from θ_ref with the projected gradient. Near a converged point −Δ is a descent
+direction of the old task's loss, so the main step does not undo what the
+model already knows (to first order).
+
+Two ways to drive it:
+
+* **Alternating mode** (default): one gradient per ``update`` call, the training
+  loop is the plain Optax loop. Calls cycle with period ``n_ref + 1``.
+* **One-call mode** (``one_call=True``): a single ``update`` call performs the
+  whole cycle, asking ``grad_fn(params, i)`` for the gradients it needs (like
+  ``optax.contrib.sam``'s opaque mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = [
+    "AutoReferenceState",
+    "ProfitDiagnostics",
+    "ProfitState",
+    "diagnostics",
+    "find_profit_state",
+    "profit",
+    "ref_params",
+]
+
+_PROJECTIONS = ("global", "per_tensor")
+
+
+class ProfitDiagnostics(NamedTuple):
+    """Scalar diagnostics of the last main PROFIT step (all ``float32``).
+
+    Attributes:
+      conflict: 1.0 if the last main gradient conflicted with Δ (⟨g, Δ⟩ < 0) and
+        was projected, else 0.0. With ``projection="per_tensor"``: the fraction
+        of tensors (with Δ ≠ 0) that were projected.
+      cos_g_delta: cosine of the angle between the main gradient g (before
+        projection) and Δ over the whole parameter vector; 0.0 when Δ = 0.
+      delta_norm: ‖Δ‖, the length of the reference displacement.
+      grad_norm: ‖g‖ of the main gradient before projection.
+      removed_norm: length of the component removed from g by the projection
+        (0.0 without conflict).
+      nonfinite_count: number of calls so far whose gradient was not finite and
+        that were therefore skipped (no update, state unchanged).
+    """
+
+    conflict: jax.Array
+    cos_g_delta: jax.Array
+    delta_norm: jax.Array
+    grad_norm: jax.Array
+    removed_norm: jax.Array
+    nonfinite_count: jax.Array
+
+
+class AutoReferenceState(NamedTuple):
+    """State of the automatic reference step (``reference_optimizer=None``).
+
+    Attributes:
+      main_step_norm: ‖u‖ of the main optimizer's last update (0.0 before the
+        first main step); the reference displacement per reference step is
+        ``ref_scale * main_step_norm`` along −g/‖g‖.
+    """
+
+    main_step_norm: jax.Array
+
+
+class ProfitState(NamedTuple):
+    """State of :func:`profit`.
+
+    Attributes:
+      count: position in the current cycle, an ``int32`` in ``[0, n_ref]``:
+        ``0 .. n_ref - 1`` means the next call is a reference call, ``n_ref``
+        means it is the main call. Always 0 in one-call mode.
+      theta_ref: θ_ref, the parameters at the start of the current cycle, in
+        the parameters' dtypes; Δ = params − θ_ref is recomputed from it at the
+        main call. This is the only parameter-sized buffer PROFIT keeps beyond
+        the two optimizers' own states; it is stale (and unused) while
+        ``count == 0``. ``None`` in one-call mode, which keeps no such buffer.
+      main_state: state of the main optimizer; advances only on main calls.
+      ref_state: state of the reference optimizer (or
+        :class:`AutoReferenceState` for the automatic reference step).
+      diagnostics: :class:`ProfitDiagnostics` of the last main step.
+    """
+
+    count: jax.Array
+    theta_ref: optax.Params | None
+    main_state: optax.OptState
+    ref_state: optax.OptState
+    diagnostics: ProfitDiagnostics
+
+
+# ----------------------------------------------------------------------------
+# Small helpers.
+
+
+def _check_transformation(tx: Any, name: str) -> None:
+    if isinstance(tx, optax.GradientTransformation | optax.GradientTransformationExtraArgs):
+        return
+    if callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None)):
+        return
+    raise TypeError(
+        f"profit: `{name}` must be an optax.GradientTransformation (an object with "
+        f"`init` and `update`), got {type(tx).__name__}: {tx!r}. Did you pass a "
+        "learning rate or a factory such as `optax.adam` instead of `optax.adam(1e-4)`?"
+    )
+
+
+def _acc_dtype(dtype: Any) -> Any:
+    """Accumulation dtype: at least float32 (float64 stays float64)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _f(x: jax.Array) -> jax.Array:
+    return x.astype(_acc_dtype(x.dtype))
+
+
+def _check_trees(grads: optax.Updates, params: optax.Params | None) -> None:
+    if params is None:
+        raise ValueError(
+            "profit: `params` is required: call `tx.update(grads, state, params)`. PROFIT "
+            "needs the current parameters to restore θ_ref at the end of each cycle."
+        )
+    g_def = jax.tree.structure(grads)
+    p_def = jax.tree.structure(params)
+    if g_def != p_def:
+        raise ValueError(
+            "profit: the gradient tree and the params tree differ.\n"
+            f"  gradients: {g_def}\n  params:    {p_def}"
+        )
+    for (path, g), p in zip(
+        jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(params), strict=True
+    ):
+        if jnp.shape(g) != jnp.shape(p):
+            raise ValueError(
+                f"profit: gradient and parameter shapes differ at {jax.tree_util.keystr(path)}: "
+                f"{jnp.shape(g)} vs {jnp.shape(p)}."
+            )
+
+
+def _sumsq(tree: Any) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    return sum((jnp.sum(jnp.square(_f(x)), dtype=jnp.float32) for x in leaves), jnp.float32(0))
+
+
+def _tree_select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _zero_diagnostics() -> ProfitDiagnostics:
+    z = jnp.zeros((), jnp.float32)
+    return ProfitDiagnostics(z, z, z, z, z, jnp.zeros((), jnp.int32))
+
+
+def _project(
+    grads: optax.Updates, delta: optax.Updates, projection: str
+) -> tuple[optax.Updates, ProfitDiagnostics, jax.Array]:
+    """Projects ``grads`` away from ``delta`` where ⟨g, Δ⟩ < 0.
+
+    Returns the projected gradient (in the gradients' dtypes), the diagnostics
+    (``nonfinite_count`` left at 0) and whether the gradient is finite.
+    All dot products accumulate in float32 (float64 for float64 inputs).
+    """
+    g_leaves, treedef = jax.tree.flatten(grads)
+    d_leaves = treedef.flatten_up_to(delta)
+    dots = [
+        jnp.sum(_f(g) * _f(d), dtype=jnp.float32) for g, d in zip(g_leaves, d_leaves, strict=True)
+    ]
+    dds = [jnp.sum(jnp.square(_f(d)), dtype=jnp.float32) for d in d_leaves]
+    ggs = [jnp.sum(jnp.square(_f(g)), dtype=jnp.float32) for g in g_leaves]
+    dot, dd, gg = sum(dots, jnp.float32(0)), sum(dds, jnp.float32(0)), sum(ggs, jnp.float32(0))
+    finite = jnp.isfinite(gg)
+
+    if projection == "global":
+        conflict = (dot < 0) & (dd > 0)
+        coef = jnp.where(conflict, dot / jnp.where(dd > 0, dd, 1.0), 0.0)
+        coefs = [coef] * len(g_leaves)
+        conflict_stat = conflict.astype(jnp.float32)
+        removed = jnp.abs(coef) * jnp.sqrt(dd)
+    else:  # per_tensor
+        conflicts = [(t < 0) & (s > 0) for t, s in zip(dots, dds, strict=True)]
+        coefs = [
+            jnp.where(c, t / jnp.where(s > 0, s, 1.0), 0.0)
+            for c, t, s in zip(conflicts, dots, dds, strict=True)
+        ]
+        n_active = sum(((s > 0).astype(jnp.float32) for s in dds), jnp.float32(0))
+        n_conf = sum((c.astype(jnp.float32) for c in conflicts), jnp.float32(0))
+        conflict_stat = jnp.where(n_active > 0, n_conf / jnp.maximum(n_active, 1.0), 0.0)
+        removed = jnp.sqrt(
+            sum((jnp.square(c) * s for c, s in zip(coefs, dds, strict=True)), jnp.float32(0))
+        )
+
+    projected = [
+        (_f(g) - c.astype(_acc_dtype(g.dtype)) * _f(d)).astype(g.dtype)
+        for g, d, c in zip(g_leaves, d_leaves, coefs, strict=True)
+    ]
+    denom = jnp.sqrt(gg) * jnp.sqrt(dd)
+    cos = jnp.where(denom > 0, dot / jnp.where(denom > 0, denom, 1.0), 0.0)
+    diag = ProfitDiagnostics(
+        conflict=conflict_stat,
+        cos_g_delta=cos,
+        delta_norm=jnp.sqrt(dd),
+        grad_norm=jnp.sqrt(gg),
+        removed_norm=removed,
+        nonfinite_count=jnp.zeros((), jnp.int32),
+    )
+    return jax.tree.unflatten(treedef, projected), diag, finite
+
+
+# ----------------------------------------------------------------------------
+# The transformation.
+
+
+def profit(
+    optimizer: optax.GradientTransformation,
+    reference_optimizer: optax.GradientTransformation | None = None,
+    *,
+    n_ref: int = 1,
+    projection: Literal["global", "per_tensor"] = "global",
+    reset_reference_state: bool = False,
+    ref_scale: float = 0.01,
+    one_call: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""PROFIT: proximal fine-tuning around a converged model.
+
+    Wraps a *main* optimizer (the one you would fine-tune with, e.g.
+    ``optax.adam(1e-4)``) and a *reference* optimizer (plain SGD with a small
+    learning rate in the paper). Each cycle:
+
+    1. θ_ref ← θ; take ``n_ref`` reference-optimizer steps to reach θ';
+    2. Δ ← θ' − θ_ref; take a fresh gradient g at θ';
+    3. if ⟨g, Δ⟩ < 0: g ← g − (⟨g, Δ⟩ / ‖Δ‖²) Δ (only g is changed);
+    4. θ ← θ_ref, then the main optimizer steps with g.
+
+    In the default *alternating* mode the training loop is the ordinary Optax
+    loop with one gradient per call; calls cycle with period ``n_ref + 1``. The
+    first ``n_ref`` calls of a cycle return the reference optimizer's updates
+    (the parameters visit θ'), the last call returns the update that lands the
+    parameters exactly at ``round(θ_ref + u_main)``. Evaluate, log or checkpoint
+    the model after a main call, or use :func:`ref_params` to read θ_ref
+    mid-cycle. PROFIT must be the last transformation of a chain (it returns
+    an update relative to the current parameters), like ``optax.lookahead``.
+
+    Each call does only its own phase's work (``jax.lax.switch``): a reference
+    call never runs the main optimizer and vice versa.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpy as np, optax, profit_optax
+      >>> tx = profit_optax.profit(optax.sgd(0.1), optax.sgd(1e-3))
+      >>> params = {"w": jnp.array([1.0, -1.0])}
+      >>> state = tx.init(params)
+      >>> loss = lambda p, x: jnp.sum((p["w"] - x) ** 2)
+      >>> for x in (0.0, 0.5, -0.5, 1.0):  # two cycles: reference, main, reference, main
+      ...     grads = jax.grad(loss)(params, jnp.array([x, 0.0]))
+      ...     updates, state = tx.update(grads, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> int(state.count)  # back at the start of a cycle
+      0
+      >>> np.asarray(params["w"]).round(3)
+      array([ 1.132, -0.816], dtype=float32)
+
+    Args:
+      optimizer: the main optimizer, an ``optax.GradientTransformation``. Its
+        state advances only on main calls; it sees θ_ref as ``params``.
+      reference_optimizer: the reference optimizer, typically
+        ``optax.sgd(λ_main / 100)`` (the paper: λ_main/10 … λ_main/10⁴). If
+        ``None``, an automatic, scale-free reference step is used: each
+        reference step moves ``ref_scale × ‖u_main‖`` along −g/‖g‖, where
+        ‖u_main‖ is the length of the main optimizer's last update (the first
+        cycle, before any main update, takes no reference step).
+      n_ref: number of reference steps per cycle (the paper uses 1).
+      projection: ``"global"`` (the paper: one inner product over the whole
+        parameter vector) or ``"per_tensor"`` (each leaf projected on its own).
+      reset_reference_state: re-initialise the reference optimizer's state at
+        the end of every cycle. The paper keeps each optimizer's own state, so
+        the default is ``False``; irrelevant for stateless SGD.
+      ref_scale: the automatic reference step's length relative to the main
+        step (only used with ``reference_optimizer=None``).
+      one_call: if ``True``, ``update(grads, state, params, grad_fn=...)``
+        performs a whole cycle in one call: ``grads`` is the first reference
+        gradient at θ_ref and ``grad_fn(params, i)`` (``i = 0 .. n_ref - 1``)
+        returns the gradient after the ``i``-th reference step; the last one is
+        the main gradient. Needs no Δ buffer between calls. Prefer it when a
+        forward pass has side effects (batch-norm statistics, RNG streams) that
+        should only see real parameters; prefer alternating mode to keep an
+        unmodified training loop and one gradient per step.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is a
+      :class:`ProfitState`.
+
+    Raises:
+      TypeError: if an optimizer is not a gradient transformation.
+      ValueError: for ``n_ref < 1``, an unknown ``projection``, a non-positive
+        ``ref_scale``; at update time for ``params=None``, gradient and params
+        trees that differ, or a missing ``grad_fn`` in one-call mode.
+
+    References:
+      Chakravarthy et al., `PROFIT: A Specialized Optimizer for Deep Fine
+      Tuning <https://arxiv.org/abs/2412.01930>`_, NeurIPS 2025.
+    """
+    _check_transformation(optimizer, "optimizer")
+    auto_ref = reference_optimizer is None
+    if not auto_ref:
+        _check_transformation(reference_optimizer, "reference_optimizer")
+    if isinstance(n_ref, bool) or not isinstance(n_ref, int | jnp.integer) or n_ref < 1:
+        raise ValueError(f"profit: `n_ref` must be an integer >= 1, got {n_ref!r}.")
+    n_ref = int(n_ref)
+    if projection not in _PROJECTIONS:
+        raise ValueError(f"profit: `projection` must be one of {_PROJECTIONS}, got {projection!r}.")
+    if auto_ref and not (isinstance(ref_scale, int | float) and ref_scale > 0):
+        raise ValueError(f"profit: `ref_scale` must be a positive number, got {ref_scale!r}.")
+
+    # -- reference step ---------------------------------------------------------
+
+    def ref_init(params: optax.Params) -> optax.OptState:
+        if auto_ref:
+            return AutoReferenceState(main_step_norm=jnp.zeros((), jnp.float32))
+        return reference_optimizer.init(params)
+
+    def ref_step(grads, ref_state, params):
+        """Returns (reference update, new ref state, gradient is finite)."""
+        gg = _sumsq(grads)
+        finite = jnp.isfinite(gg)
+        if auto_ref:
+            step = ref_scale * ref_state.main_step_norm
+            factor = jnp.where(gg > 0, step / jnp.sqrt(jnp.where(gg > 0, gg, 1.0)), 0.0)
+            updates = jax.tree.map(lambda g: (-factor * _f(g)).astype(g.dtype), grads)
+            return updates, ref_state, finite
+        updates, new_ref_state = reference_optimizer.update(grads, ref_state, params)
+        return updates, new_ref_state, finite
+
+    # -- main step ----------------------------------------------------------------
+
+    def main_step(grads, state: ProfitState, theta_ref, delta):
+        """Projects, runs the main optimizer at θ_ref. Returns (u, state parts)."""
+        g_proj, diag, finite = _project(grads, delta, projection)
+        u, main_state = optimizer.update(g_proj, state.main_state, theta_ref)
+        ref_state = state.ref_state
+        if auto_ref:
+            ref_state = AutoReferenceState(main_step_norm=jnp.sqrt(_sumsq(u)))
+        elif reset_reference_state:
+            ref_state = reference_optimizer.init(theta_ref)
+        return u, main_state, ref_state, diag, finite
+
+    def skip_count(diag_old: ProfitDiagnostics, finite) -> jax.Array:
+        return diag_old.nonfinite_count + jnp.where(finite, 0, 1).astype(jnp.int32)
+
+    # -- init ---------------------------------------------------------------------
+
+    def init_fn(params: optax.Params) -> ProfitState:
+        return ProfitState(
+            count=jnp.zeros((), jnp.int32),
+            theta_ref=None if one_call else params,
+            main_state=optimizer.init(params),
+            ref_state=ref_init(params),
+            diagnostics=_zero_diagnostics(),
+        )
+
+    # -- alternating mode -----------------------------------------------------------
+
+    def ref_call(grads, state: ProfitState, params, *, first: bool):
+        u, ref_state, finite = ref_step(grads, state.ref_state, params)
+        updates = jax.tree.map(
+            lambda p, ui: jnp.where(finite, ui.astype(p.dtype), jnp.zeros_like(p)), params, u
+        )
+        new_state = state._replace(
+            count=state.count + jnp.where(finite, 1, 0).astype(jnp.int32),
+            # θ_ref ← θ on the first call of a cycle (a skipped call leaves count at 0,
+            # so the next call saves θ_ref again, from the same params).
+            theta_ref=params if first else state.theta_ref,
+            ref_state=_tree_select(finite, ref_state, state.ref_state),
+            diagnostics=state.diagnostics._replace(
+                nonfinite_count=skip_count(state.diagnostics, finite)
+            ),
+        )
+        return updates, new_state
+
+    def first_ref_call(grads, state, params):
+        return ref_call(grads, state, params, first=True)
+
+    def later_ref_call(grads, state, params):
+        return ref_call(grads, state, params, first=False)
+
+    def main_call(grads, state: ProfitState, params):
+        theta_ref = state.theta_ref
+        delta = jax.tree.map(lambda p, r: _f(p) - _f(r), params, theta_ref)  # Δ = θ' − θ_ref
+        u, main_state, ref_state, diag, finite = main_step(grads, state, theta_ref, delta)
+
+        def restore(p, r, ui):  # lands exactly on round(θ_ref + u)
+            acc = _acc_dtype(p.dtype)
+            target = (_f(r) + ui.astype(acc)).astype(p.dtype)
+            step = (target.astype(acc) - p.astype(acc)).astype(p.dtype)
+            return jnp.where(finite, step, jnp.zeros_like(p))
+
+        updates = jax.tree.map(restore, params, theta_ref, u)
+        new_state = state._replace(
+            count=jnp.where(finite, 0, n_ref).astype(jnp.int32),
+            main_state=_tree_select(finite, main_state, state.main_state),
+            ref_state=_tree_select(finite, ref_state, state.ref_state),
+            diagnostics=_tree_select(
+                finite,
+                diag._replace(nonfinite_count=state.diagnostics.nonfinite_count),
+                state.diagnostics._replace(nonfinite_count=skip_count(state.diagnostics, finite)),
+            ),
+        )
+        return updates, new_state
+
+    def alternating_update_fn(
+        updates: optax.Updates,
+        state: ProfitState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, ProfitState]:
+        del extra_args
+        _check_trees(updates, params)
+        if n_ref == 1:
+            branches = [first_ref_call, main_call]
+            index = state.count
+        else:
+            branches = [first_ref_call, later_ref_call, main_call]
+            index = jnp.where(state.count == 0, 0, jnp.where(state.count == n_ref, 2, 1))
+        return jax.lax.switch(index, branches, updates, state, params)
+
+    # -- one-call mode ----------------------------------------------------------------
+
+    def one_call_update_fn(
+        updates: optax.Updates,
+        state: ProfitState,
+        params: optax.Params | None = None,
+        *,
+        grad_fn: Callable[[optax.Params, int], optax.Updates] | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, ProfitState]:
+        del extra_args
+        _check_trees(updates, params)
+        if grad_fn is None:
+            raise ValueError(
+                "profit(one_call=True): `grad_fn` is required: "
+                "`tx.update(grads, state, params, grad_fn=lambda p, i: grad(loss)(p, batches[i]))`."
+            )
+
+        def body(i, carry):
+            probe, g, ref_state, finite = carry
+            u, new_ref_state, ok = ref_step(g, ref_state, probe)
+            probe = jax.tree.map(lambda p, s: (_f(p) + _f(s)).astype(p.dtype), probe, u)
+            g = grad_fn(probe, i)
+            return probe, g, new_ref_state, finite & ok
+
+        probe, g_main, ref_state, finite = jax.lax.fori_loop(
+            0, n_ref, body, (params, updates, state.ref_state, jnp.array(True))
+        )
+        delta = jax.tree.map(lambda q, p: _f(q) - _f(p), probe, params)
+        u, main_state, ref_state2, diag, finite_main = main_step(
+            g_main, state._replace(ref_state=ref_state), params, delta
+        )
+        finite = finite & finite_main
+        out = jax.tree.map(
+            lambda p, ui: jnp.where(finite, ui.astype(p.dtype), jnp.zeros_like(p)), params, u
+        )
+        new_state = state._replace(
+            main_state=_tree_select(finite, main_state, state.main_state),
+            ref_state=_tree_select(finite, ref_state2, state.ref_state),
+            diagnostics=_tree_select(
+                finite,
+                diag._replace(nonfinite_count=state.diagnostics.nonfinite_count),
+                state.diagnostics._replace(nonfinite_count=skip_count(state.diagnostics, finite)),
+            ),
+        )
+        return out, new_state
+
+    update_fn = one_call_update_fn if one_call else alternating_update_fn
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------
+# Reading the state.
+
+
+def find_profit_state(opt_state: Any) -> ProfitState:
+    """Returns the unique :class:`ProfitState` inside ``opt_state``.
+
+    Works on a bare PROFIT state and on states of transformations that contain
+    one (``optax.chain``, ``optax.inject_hyperparams``, ``optax.MultiSteps``,
+    ``optax.apply_if_finite``, ...).
+
+    Raises:
+      ValueError: if there is no PROFIT state or more than one.
+    """
+    found = [
+        x
+        for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, ProfitState))
+        if isinstance(x, ProfitState)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"expected exactly one ProfitState inside the optimizer state, found {len(found)}."
+        )
+    return found[0]
+
+
+def ref_params(params: optax.Params, opt_state: Any) -> optax.Params:
+    """The fine-tuned model's parameters θ_ref, also in the middle of a cycle.
+
+    After a main call (``count == 0``) these are ``params`` themselves; after a
+    reference call they are the stored θ_ref (exactly the parameters the cycle
+    started from). Use them for evaluation, logging and checkpoints.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, profit_optax
+      >>> tx = profit_optax.profit(optax.sgd(0.1), optax.sgd(0.01))
+      >>> params = {"w": jnp.ones(2)}
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, state, params)  # reference call
+      >>> probe = optax.apply_updates(params, updates)
+      >>> probe["w"], profit_optax.ref_params(probe, state)["w"]
+      (Array([0.99, 0.99], dtype=float32), Array([1., 1.], dtype=float32))
+
+    Args:
+      params: the current parameters.
+      opt_state: the PROFIT state, or an optimizer state containing exactly one.
+
+    Returns:
+      A tree like ``params``.
+    """
+    state = find_profit_state(opt_state)
+    if state.theta_ref is None:  # one-call mode: params are always θ_ref
+        return params
+    mid_cycle = state.count > 0
+    return jax.tree.map(lambda p, r: jnp.where(mid_cycle, r, p), params, state.theta_ref)
+
+
+def diagnostics(opt_state: Any) -> dict[str, jax.Array]:
+    """Scalar diagnostics of the last main PROFIT step, for logging.
+
+    Returns device scalars (no host synchronisation; call ``jax.device_get`` on
+    the result when you want Python numbers). Works under ``jax.jit``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, profit_optax
+      >>> tx = profit_optax.profit(optax.sgd(0.1), optax.sgd(0.01))
+      >>> state = tx.init({"w": jnp.ones(2)})
+      >>> sorted(profit_optax.diagnostics(state))  # doctest: +NORMALIZE_WHITESPACE
+      ['conflict', 'cos_g_delta', 'delta_norm', 'grad_norm', 'nonfinite_count',
+       'removed_norm']
+
+    Args:
+      opt_state: the PROFIT state, or an optimizer state containing exactly one.
+
+    Returns:
+      A dict with the fields of :class:`ProfitDiagnostics`.
+    """
+    return find_profit_state(opt_state).diagnostics._asdict()
