@@ -35,7 +35,9 @@ def test_data_is_deterministic_per_seed_and_differs_across_seeds():
 def test_data_shapes_targets_and_noise():
     cfg = QUICK.data
     d = make_data(cfg, 3)
-    assert d.old.train.x.shape == (cfg.n_train, 2) and d.old.train.y.shape == (cfg.n_train, 1)
+    assert d.old.train.x.shape == (cfg.n_train_old, 2)
+    assert d.old.train.y.shape == (cfg.n_train_old, 1)
+    assert d.new.train.x.shape == (cfg.n_train_new, 2)
     assert d.new.test.x.shape == (cfg.n_test, 2) and d.new.val.y.shape == (cfg.n_val, 1)
     # Validation/test labels are noiseless function values; training labels are noisy.
     np.testing.assert_allclose(d.old.test.y[:, 0], f_old(d.old.test.x, cfg), rtol=1e-5, atol=1e-6)
@@ -119,7 +121,7 @@ def test_finetuning_follows_the_same_data_order_for_every_method():
     o1 = train.finetune_order(d, QUICK.finetune, 40, seed=0)
     o2 = train.finetune_order(d, QUICK.finetune, 40, seed=0)
     np.testing.assert_array_equal(o1, o2)
-    assert o1.max() < QUICK.data.n_train
+    assert o1.max() < QUICK.data.n_train_new
 
 
 @pytest.mark.slow

@@ -27,7 +27,8 @@ class DataConfig:
     bump_width: float = 0.35
     bump_height: float = 2.0
     label_noise: float = 0.1
-    n_train: int = 1024
+    n_train_old: int = 1024
+    n_train_new: int = 256
     n_val: int = 512
     n_test: int = 2048
 
@@ -131,7 +132,7 @@ def get_config(quick: bool = False) -> Config:
     if quick:
         cfg = dataclasses.replace(
             cfg,
-            data=dataclasses.replace(cfg.data, n_train=256, n_val=128, n_test=256),
+            data=dataclasses.replace(cfg.data, n_train_old=256, n_val=128, n_test=256),
             model=ModelConfig(hidden=(32, 32)),
             pretrain=dataclasses.replace(cfg.pretrain, steps=300),
             finetune=dataclasses.replace(cfg.finetune, steps=120, eval_every=40),

@@ -70,7 +70,7 @@ def _sample_inputs(rng: np.random.Generator, center: tuple[float, float], std: f
 
 
 def _make_task(
-    rng: np.random.Generator, cfg: DataConfig, center: tuple[float, float], fn
+    rng: np.random.Generator, cfg: DataConfig, center: tuple[float, float], fn, n_train: int
 ) -> TaskData:
     def split(n: int, noisy: bool) -> Split:
         x = _sample_inputs(rng, center, cfg.input_std, n)
@@ -80,7 +80,7 @@ def _make_task(
         return Split(x, y[:, None].astype(np.float32))
 
     return TaskData(
-        train=split(cfg.n_train, noisy=True),
+        train=split(n_train, noisy=True),
         val=split(cfg.n_val, noisy=False),
         test=split(cfg.n_test, noisy=False),
     )
@@ -93,8 +93,8 @@ def make_data(cfg: DataConfig, seed: int) -> ToyData:
     changing one task's size does not change the other task's samples.
     """
     old_ss, new_ss = np.random.SeedSequence(seed).spawn(2)
-    old = _make_task(np.random.default_rng(old_ss), cfg, cfg.old_center, f_old)
-    new = _make_task(np.random.default_rng(new_ss), cfg, cfg.new_center, f_new)
+    old = _make_task(np.random.default_rng(old_ss), cfg, cfg.old_center, f_old, cfg.n_train_old)
+    new = _make_task(np.random.default_rng(new_ss), cfg, cfg.new_center, f_new, cfg.n_train_new)
     return ToyData(old=old, new=new)
 
 

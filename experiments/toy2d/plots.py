@@ -16,6 +16,7 @@ from experiments.toy2d import data as data_lib
 from experiments.toy2d.config import DataConfig
 
 LIMITS = (-3.0, 3.0, -2.5, 2.5)  # x1 min, x1 max, x2 min, x2 max of the plotted window
+DIVERGED = 10.0  # sweep trials with a validation MSE above this are reported as diverged
 OLD_COLOR, NEW_COLOR = "tab:blue", "tab:orange"
 LABELS = {
     "pretrained": "pretrained (before)",
@@ -184,5 +185,63 @@ def plot_curves(curves: Mapping[str, list[list[Mapping[str, float]]]], path: Pat
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=8, ncol=2)
     fig.suptitle("Fine-tuning curves (mean over seeds)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweep(result: Mapping[str, Any], path: Path) -> None:
+    """Old- vs new-data validation MSE of every sweep trial (tuning seeds).
+
+    Trials of one method that differ only in ``learning_rate`` are joined by a line (the
+    method's trade-off frontier as the learning rate grows); the selected trial is circled.
+    Non-finite trials (diverged) are left out.
+    """
+    fig, ax = plt.subplots(figsize=(8, 6), constrained_layout=True)
+    cmap = plt.get_cmap("tab10")
+    shown = lambda t: all(
+        np.isfinite(t[k]) and t[k] < DIVERGED for k in ("old_val_mean", "new_val_mean")
+    )
+    n_hidden = 0
+    for i, (name, trials) in enumerate(result["trials"].items()):
+        color = cmap((i + 1) % 10)
+        groups: dict[tuple, list] = {}
+        for t in trials:
+            key = tuple(sorted((k, v) for k, v in t["hparams"].items() if k != "learning_rate"))
+            groups.setdefault(key, []).append(t)
+        for j, (key, ts) in enumerate(groups.items()):
+            ts = sorted(ts, key=lambda t: t["hparams"].get("learning_rate", 0.0))
+            n_hidden += sum(not shown(t) for t in ts)
+            pts = [(t["new_val_mean"], t["old_val_mean"]) for t in ts if shown(t)]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            extra = ", ".join(f"{k}={v:g}" for k, v in key)
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                color=color,
+                ms=4,
+                lw=1.6 if name == "profit" else 1.0,
+                ls=["-", "--", ":", "-."][j % 4],
+                label=f"{name}" + (f" ({extra})" if extra else ""),
+            )
+        sel = next(t for t in trials if t["hparams"] == result["selected"][name])
+        if shown(sel):
+            ax.plot(
+                sel["new_val_mean"], sel["old_val_mean"], "o", ms=12, mfc="none", mec=color, mew=2
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("new-data MSE (validation)")
+    ax.set_ylabel("old-data MSE (validation)")
+    hidden = f"; {n_hidden} diverged trial(s) (MSE > {DIVERGED:g}) not shown" if n_hidden else ""
+    ax.set_title(
+        "Learning-rate sweep on tuning seeds (lines: increasing learning rate;\n"
+        f"circles: selected by new-data validation MSE{hidden})",
+        fontsize=10,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,14 +18,14 @@ import argparse
 import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments.toy2d import train
+from experiments.toy2d import plots, train
 from experiments.toy2d.config import SWEEP_GRIDS, SWEEP_SEEDS, Config, get_config, to_dict
 from experiments.toy2d.data import make_data
 from experiments.toy2d.main import MakeMethod, _default_make_method, _masks
@@ -46,9 +46,13 @@ def sweep(
     seeds: Sequence[int],
     *,
     make_method: MakeMethod | None = None,
+    masks_fn: Callable[[Any], dict[str, Any]] = _masks,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Runs the grids; returns every trial and the selection per method."""
+    """Runs the grids; returns every trial and the selection per method.
+
+    ``make_method`` and ``masks_fn`` are as in :func:`experiments.toy2d.main.run`.
+    """
     make_method = make_method or _default_make_method()
     model = MLP(cfg.model.hidden)
     trials: dict[str, list[dict[str, Any]]] = {
@@ -58,7 +62,7 @@ def sweep(
     for seed in seeds:
         data = make_data(cfg.data, seed)
         params, _ = train.pretrain(model, data, cfg.pretrain, seed, progress=progress)
-        masks = _masks(params)
+        masks = masks_fn(params)
         jobs = [(n, t) for n, ts in trials.items() for t in ts]
         for name, trial in tqdm(jobs, desc=f"sweep seed {seed}", disable=not progress):
             method = make_method(name, params, **masks, **trial["hparams"])
@@ -123,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"# 2D toy hyperparameter sweep\n\nTuning seeds {args.seeds}; criterion: "
         f"{result['criterion']}.\n\n{table}\n"
     )
+    plots.plot_sweep(result, args.out / "sweep.png")
     print(table)
     print("\nselected:", json.dumps(result["selected"], indent=1))
     return result
