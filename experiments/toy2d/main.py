@@ -84,6 +84,7 @@ def run(
     make_method: MakeMethod | None = None,
     masks_fn: Callable[[Any], dict[str, Any]] = _masks,
     progress: bool = True,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Runs every seed and method of ``cfg``, writes JSON/CSV/markdown/PNGs to ``out_dir``.
 
@@ -95,6 +96,7 @@ def run(
         to :func:`profit_optax.registry.make_method`.
       masks_fn: builds the ``head_mask`` / ``embed_mask`` keyword arguments from the params.
       progress: show tqdm progress bars.
+      command: the command line recorded in ``results.json``.
 
     Returns:
       The results dictionary that is also written to ``results.json``.
@@ -145,7 +147,7 @@ def run(
         "eval_every": eval_every,
         "resolved_hparams": hparams,
         "versions": versions(),
-        "command": " ".join(["python", "-m", "experiments.toy2d", *sys.argv[1:]]),
+        "command": command,
         "total_wall_time_s": total,
         "per_seed": per_seed,
         "summary": summary,
@@ -237,7 +239,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = get_config(quick=args.quick)
     if args.seeds:
         cfg = dataclasses.replace(cfg, seeds=tuple(args.seeds))
-    results = run(cfg, args.out, methods=args.methods, progress=not args.no_progress)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    results = run(
+        cfg,
+        args.out,
+        methods=args.methods,
+        progress=not args.no_progress,
+        command=" ".join(["python", "-m", "experiments.toy2d", *argv]),
+    )
     print(format_table(results["summary"], markdown=False))
     print(
         f"\nwrote {args.out}/results.{{json,csv,md}} and PNGs "

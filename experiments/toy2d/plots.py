@@ -126,6 +126,8 @@ def plot_slice(model: Any, params: Mapping[str, Any], cfg: DataConfig, path: Pat
     styles = {"pretrained": ":", "adam": "-", "head_only": "-.", "profit": "-"}
     for k, p in params.items():
         ax.plot(x1, _predict(model, p, xs), styles.get(k, "-"), lw=1.6, label=LABELS.get(k, k))
+    lo, hi = float(data_lib.f_new(xs, cfg).min()), float(data_lib.f_new(xs, cfg).max())
+    ax.set_ylim(lo - 0.6 * (hi - lo), hi + 0.6 * (hi - lo))  # extrapolations may leave the frame
     ax.set_xlabel(f"x1  (x2 = {cfg.old_center[1]:g})")
     ax.set_ylabel("f(x)")
     ax.set_title("1D slice through both data clouds")
@@ -136,11 +138,12 @@ def plot_slice(model: Any, params: Mapping[str, Any], cfg: DataConfig, path: Pat
 
 def plot_tradeoff(summary: Mapping[str, Mapping[str, float]], path: Path) -> None:
     """Old- vs new-data test MSE per method, mean ± std over seeds (log-log)."""
-    fig, ax = plt.subplots(figsize=(7, 5.2), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8, 6), constrained_layout=True)
     cmap = plt.get_cmap("tab10")
+    markers = "osD^v<>phX"
     for i, (name, s) in enumerate(summary.items()):
         color = "black" if name == "pretrained" else cmap(i % 10)
-        marker = "*" if name in ("profit", "pretrained") else "o"
+        marker = "*" if name in ("profit", "pretrained") else markers[i % len(markers)]
         ax.errorbar(
             s["new_test_mean"],
             s["old_test_mean"],
@@ -151,6 +154,14 @@ def plot_tradeoff(summary: Mapping[str, Mapping[str, float]], path: Path) -> Non
             color=color,
             capsize=3,
             label=name,
+        )
+        ax.annotate(
+            name,
+            (s["new_test_mean"], s["old_test_mean"]),
+            xytext=(6, 5),
+            textcoords="offset points",
+            fontsize=8,
+            color=color,
         )
     ax.set_xscale("log")
     ax.set_yscale("log")

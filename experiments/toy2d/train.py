@@ -160,18 +160,21 @@ def finetune(
         updates, opt_state = method.tx.update(grads, opt_state, stored)
         return (method.apply(stored, updates), opt_state), loss
 
-    run = _scan_steps(step)
-    eval_fn = jax.jit(method.eval_params)
+    @jax.jit
+    def run(carry, idx):
+        carry, _ = jax.lax.scan(step, carry, idx)
+        return carry, method.eval_params(*carry)
+
     curve = [{"step": 0, **evaluate(model, params, data.old.val, data.new.val)}]
     carry = (stored, opt_state)
+    final = params
     with tqdm(total=steps, desc=f"  {method.name}", disable=not progress, leave=False) as bar:
         for s, e in _chunks(steps, eval_every):
-            carry, _ = run(carry, jnp.asarray(order[s:e]))
+            carry, final = run(carry, jnp.asarray(order[s:e]))
             bar.update(e - s)
             if e % method.period == 0:
-                p = eval_fn(*carry)
-                curve.append({"step": e, **evaluate(model, p, data.old.val, data.new.val)})
-    final = jax.block_until_ready(eval_fn(*carry))
+                curve.append({"step": e, **evaluate(model, final, data.old.val, data.new.val)})
+    final = jax.block_until_ready(final)
     wall = time.perf_counter() - start
     return FinetuneResult(
         params=final,
