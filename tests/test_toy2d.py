@@ -73,6 +73,7 @@ def test_model_layer_names_match_the_mask_helpers():
     assert all(jax.tree.leaves(embed["Dense_0"])) and not any(jax.tree.leaves(embed["head"]))
 
 
+@pytest.mark.slow
 def test_quick_run_end_to_end_writes_all_outputs(tmp_path):
     from profit_optax import registry
 
@@ -132,13 +133,18 @@ def test_finetuning_follows_the_same_data_order_for_every_method():
 
 @pytest.mark.slow
 def test_qualitative_ordering_on_a_fixed_seed(tmp_path):
-    """PROFIT forgets less than full fine-tuning (Adam) at a similar new-data error; head-only
-    fine-tuning cannot fit the new data as well. Default config, one seed, three methods."""
+    """Seed 0, default configuration, three methods (adam = full fine-tuning).
+
+    Full fine-tuning forgets (old error ≫ the pretrained model's); PROFIT forgets less than full
+    fine-tuning at a similar new-data error; head-only fine-tuning fits the new data worse. On the
+    default run this ordering of the old errors holds on 4 of the 5 reporting seeds (seed 0, the
+    first, is one of them; see docs/toy2d.md), with ~1.6x margin here.
+    """
     cfg = dataclasses.replace(get_config(), seeds=(0,))
     res = toy_main.run(cfg, tmp_path, methods=["adam", "head_only", "profit"], progress=False)
-    s = {k: v for k, v in res["summary"].items()}
-    old = {k: v["old_test_mean"] for k, v in s.items()}
-    new = {k: v["new_test_mean"] for k, v in s.items()}
-    assert old["profit"] < 0.7 * old["adam"], old
-    assert new["profit"] < 2.0 * new["adam"], new
+    old = {k: v["old_test_mean"] for k, v in res["summary"].items()}
+    new = {k: v["new_test_mean"] for k, v in res["summary"].items()}
+    assert old["adam"] > 10 * old["pretrained"], old
+    assert old["profit"] < 0.8 * old["adam"], old
+    assert new["profit"] < 1.5 * new["adam"], new
     assert new["head_only"] > 1.5 * new["adam"], new

@@ -144,11 +144,14 @@ def plot_tradeoff(summary: Mapping[str, Mapping[str, float]], path: Path) -> Non
     for i, (name, s) in enumerate(summary.items()):
         color = "black" if name == "pretrained" else cmap(i % 10)
         marker = "*" if name in ("profit", "pretrained") else markers[i % len(markers)]
+        mx, my = s["new_test_mean"], s["old_test_mean"]
+        # Log axes: a lower bar reaching below zero (std > mean) is clipped at mean / 10.
+        low = lambda m, sd: min(sd, 0.9 * m)
         ax.errorbar(
-            s["new_test_mean"],
-            s["old_test_mean"],
-            xerr=s["new_test_std"],
-            yerr=s["old_test_std"],
+            mx,
+            my,
+            xerr=[[low(mx, s["new_test_std"])], [s["new_test_std"]]],
+            yerr=[[low(my, s["old_test_std"])], [s["old_test_std"]]],
             fmt=marker,
             ms=12 if marker == "*" else 7,
             color=color,
@@ -157,17 +160,23 @@ def plot_tradeoff(summary: Mapping[str, Mapping[str, float]], path: Path) -> Non
         )
         ax.annotate(
             name,
-            (s["new_test_mean"], s["old_test_mean"]),
-            xytext=(6, 5),
+            (mx, my),
+            xytext=(6, 5 if i % 2 == 0 else -12),
             textcoords="offset points",
             fontsize=8,
             color=color,
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi * 1.6)  # room for the labels
     ax.set_xlabel("new-data MSE (test)  →  worse")
     ax.set_ylabel("old-data MSE (test)  →  more forgetting")
-    ax.set_title("Fine-tuning trade-off (mean ± std over seeds; lower-left is better)")
+    ax.set_title(
+        "Fine-tuning trade-off (mean ± std over seeds; lower-left is better)\n"
+        "lower error bars clipped at mean/10 on the log axes",
+        fontsize=10,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="best")
     fig.savefig(path, dpi=110)
@@ -226,7 +235,7 @@ def plot_sweep(result: Mapping[str, Any], path: Path) -> None:
             if not pts:
                 continue
             xs, ys = zip(*pts, strict=True)
-            extra = ", ".join(f"{k}={v:g}" for k, v in key)
+            extra = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in key)
             ax.plot(
                 xs,
                 ys,
