@@ -3,9 +3,14 @@
 PROFIT (Chakravarthy et al., "PROFIT: A Specialized Optimizer for Deep Fine
 Tuning", NeurIPS 2025, https://arxiv.org/abs/2412.01930) fine-tunes a converged
 model on new data while projecting away the part of each update that would undo
-what the model knew.
+what the model knew. The baselines the experiments compare against (FTP, L2-SP,
+masks for freeze-embedding and head-only fine-tuning) and a registry of every
+method live here too.
 """
 
+from profit_optax import masks, registry
+from profit_optax._src.ftp import FTPState, default_reduce_axes, ftp
+from profit_optax._src.l2sp import L2SPState, l2sp
 from profit_optax._src.profit import (
     AutoReferenceState,
     ProfitDiagnostics,
@@ -20,10 +25,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutoReferenceState",
+    "FTPState",
+    "L2SPState",
     "ProfitDiagnostics",
     "ProfitState",
+    "default_reduce_axes",
     "diagnostics",
     "find_profit_state",
+    "ftp",
+    "l2sp",
+    "masks",
     "profit",
     "ref_params",
+    "registry",
 ]

@@ -245,6 +245,25 @@ def test_state_structure_and_dtypes_fixed_and_single_trace(n_ref):
     assert int(state.count) == 10 % (n_ref + 1)
 
 
+def test_params_and_state_can_both_be_donated():
+    """init must not alias params inside the state (XLA refuses to donate a buffer twice)."""
+    theta0, _grad_at = mlp_problem("float32")
+    tx = profit_optax.profit(optax.adam(1e-2), optax.sgd(1e-3))
+
+    @jax.jit
+    def grad_step(params, state, k):
+        updates, state = tx.update(grad_at_fixed(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    step = jax.jit(grad_step, donate_argnums=(0, 1))
+    grad_at_fixed = lambda p: jax.tree.map(lambda x: jnp.sin(x) * 0.1, p)
+    params = jax.tree.map(jnp.asarray, theta0)
+    state = tx.init(params)
+    for k in range(4):
+        params, state = step(params, state, k)
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+
+
 def test_updates_keep_parameter_dtypes():
     params = {"w": jnp.ones(4, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
     grads = {"w": jnp.ones(4, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
@@ -305,6 +324,19 @@ def test_reductions_accumulate_in_float32():
     upd, state = tx.update(g, state, optax.apply_updates(params, upd))
     np.testing.assert_allclose(float(state.diagnostics.delta_norm), 0.125 * np.sqrt(n), rtol=1e-3)
     np.testing.assert_allclose(float(state.diagnostics.grad_norm), 0.125 * np.sqrt(n), rtol=1e-3)
+
+
+@pytest.mark.parametrize("n", [1_000_003, 5000, 7])
+def test_projection_sums_are_accurate_on_large_leaves(n):
+    """The fused variadic reduction must be as accurate as a float64 dot (rtol 1e-5)."""
+    from profit_optax._src.profit import _projection_sums
+
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=n).astype(np.float32)
+    d = (rng.normal(size=n) * 1e-3 + 0.01).astype(np.float32)
+    got = np.asarray(jax.jit(_projection_sums)({"x": jnp.asarray(g)}, {"x": jnp.asarray(d)}))[0]
+    g64, d64 = g.astype(np.float64), d.astype(np.float64)
+    np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
 
 
 def test_ref_params_recovers_theta_ref_mid_cycle():

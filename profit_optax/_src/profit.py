@@ -162,63 +162,101 @@ def _tree_select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 
 
 def _zero_diagnostics() -> ProfitDiagnostics:
-    z = jnp.zeros((), jnp.float32)
-    return ProfitDiagnostics(z, z, z, z, z, jnp.zeros((), jnp.int32))
+    # One array per field: shared buffers could not be donated together.
+    z = lambda: jnp.zeros((), jnp.float32)
+    return ProfitDiagnostics(z(), z(), z(), z(), z(), jnp.zeros((), jnp.int32))
+
+
+_BLOCK = 2048  # elements summed sequentially before a pairwise sum of the block sums
+
+
+def _sums3(a: jax.Array, b: jax.Array, c: jax.Array, axes: tuple[int, ...]) -> tuple:
+    zero = jnp.zeros((), a.dtype)
+    return jax.lax.reduce(
+        (a, b, c),
+        (zero, zero, zero),
+        lambda x, y: (x[0] + y[0], x[1] + y[1], x[2] + y[2]),
+        axes,
+    )
+
+
+def _projection_sums(grads: optax.Updates, delta: optax.Updates) -> jax.Array:
+    """Per leaf (⟨g, Δ⟩, ‖Δ‖², ‖g‖²), shape ``(n_leaves, 3)``, in float32 (float64
+    when an input is float64).
+
+    One pass over g and Δ's inputs for all three sums: a variadic reduction
+    (three ``jnp.sum`` calls read them up to seven times on XLA:CPU). It runs
+    over blocks of ``_BLOCK`` elements whose sums are then added pairwise, which
+    keeps the float32 error at the level of ``jnp.sum`` (a single sequential
+    variadic reduction over 10⁷ elements was off by 1.6%).
+    """
+
+    def sums(g, d):
+        acc = jnp.promote_types(_acc_dtype(g.dtype), _acc_dtype(d.dtype))
+        g32 = g.astype(acc).reshape(-1)
+        d32 = d.astype(acc).reshape(-1)
+        n = g32.size
+        k = n // _BLOCK
+        total = jnp.zeros(3, acc)
+        if k:
+            gb = g32[: k * _BLOCK].reshape(k, _BLOCK)
+            db = d32[: k * _BLOCK].reshape(k, _BLOCK)
+            rows = _sums3(gb * db, db * db, gb * gb, (1,))
+            total = total + jnp.stack([jnp.sum(r) for r in rows])
+        if n > k * _BLOCK:
+            gt, dt = g32[k * _BLOCK :], d32[k * _BLOCK :]
+            total = total + jnp.stack(_sums3(gt * dt, dt * dt, gt * gt, (0,)))
+        return total
+
+    g_leaves, treedef = jax.tree.flatten(grads)
+    d_leaves = treedef.flatten_up_to(delta)
+    return jnp.stack([sums(g, d) for g, d in zip(g_leaves, d_leaves, strict=True)])
 
 
 def _project(
-    grads: optax.Updates, delta: optax.Updates, projection: str
-) -> tuple[optax.Updates, ProfitDiagnostics, jax.Array]:
+    grads: optax.Updates, delta: optax.Updates, projection: str, sums: jax.Array
+) -> tuple[optax.Updates, ProfitDiagnostics]:
     """Projects ``grads`` away from ``delta`` where ⟨g, Δ⟩ < 0.
 
-    Returns the projected gradient (in the gradients' dtypes), the diagnostics
-    (``nonfinite_count`` left at 0) and whether the gradient is finite.
-    All dot products accumulate in float32 (float64 for float64 inputs).
+    ``sums`` are the per-leaf (⟨g, Δ⟩, ‖Δ‖², ‖g‖²) of :func:`_projection_sums`.
+    Returns the projected gradient (in the gradients' dtypes) and the
+    diagnostics (``nonfinite_count`` left at 0). Products accumulate in float32.
     """
     g_leaves, treedef = jax.tree.flatten(grads)
     d_leaves = treedef.flatten_up_to(delta)
-    dots = [
-        jnp.sum(_f(g) * _f(d), dtype=jnp.float32) for g, d in zip(g_leaves, d_leaves, strict=True)
-    ]
-    dds = [jnp.sum(jnp.square(_f(d)), dtype=jnp.float32) for d in d_leaves]
-    ggs = [jnp.sum(jnp.square(_f(g)), dtype=jnp.float32) for g in g_leaves]
-    dot, dd, gg = sum(dots, jnp.float32(0)), sum(dds, jnp.float32(0)), sum(ggs, jnp.float32(0))
-    finite = jnp.isfinite(gg)
+    dots, dds = sums[:, 0], sums[:, 1]
+    dot, dd, gg = jnp.sum(sums, axis=0)
 
     if projection == "global":
         conflict = (dot < 0) & (dd > 0)
         coef = jnp.where(conflict, dot / jnp.where(dd > 0, dd, 1.0), 0.0)
-        coefs = [coef] * len(g_leaves)
+        coefs = jnp.broadcast_to(coef, dots.shape)
         conflict_stat = conflict.astype(jnp.float32)
         removed = jnp.abs(coef) * jnp.sqrt(dd)
     else:  # per_tensor
-        conflicts = [(t < 0) & (s > 0) for t, s in zip(dots, dds, strict=True)]
-        coefs = [
-            jnp.where(c, t / jnp.where(s > 0, s, 1.0), 0.0)
-            for c, t, s in zip(conflicts, dots, dds, strict=True)
-        ]
-        n_active = sum(((s > 0).astype(jnp.float32) for s in dds), jnp.float32(0))
-        n_conf = sum((c.astype(jnp.float32) for c in conflicts), jnp.float32(0))
+        conflicts = (dots < 0) & (dds > 0)
+        coefs = jnp.where(conflicts, dots / jnp.where(dds > 0, dds, 1.0), 0.0)
+        n_active = jnp.sum(dds > 0).astype(jnp.float32)
+        n_conf = jnp.sum(conflicts).astype(jnp.float32)
         conflict_stat = jnp.where(n_active > 0, n_conf / jnp.maximum(n_active, 1.0), 0.0)
-        removed = jnp.sqrt(
-            sum((jnp.square(c) * s for c, s in zip(coefs, dds, strict=True)), jnp.float32(0))
-        )
+        removed = jnp.sqrt(jnp.sum(jnp.square(coefs) * dds))
 
     projected = [
-        (_f(g) - c.astype(_acc_dtype(g.dtype)) * _f(d)).astype(g.dtype)
-        for g, d, c in zip(g_leaves, d_leaves, coefs, strict=True)
+        (_f(g) - coefs[i].astype(_acc_dtype(g.dtype)) * _f(d)).astype(g.dtype)
+        for i, (g, d) in enumerate(zip(g_leaves, d_leaves, strict=True))
     ]
     denom = jnp.sqrt(gg) * jnp.sqrt(dd)
     cos = jnp.where(denom > 0, dot / jnp.where(denom > 0, denom, 1.0), 0.0)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
     diag = ProfitDiagnostics(
-        conflict=conflict_stat,
-        cos_g_delta=cos,
-        delta_norm=jnp.sqrt(dd),
-        grad_norm=jnp.sqrt(gg),
-        removed_norm=removed,
+        conflict=f32(conflict_stat),
+        cos_g_delta=f32(cos),
+        delta_norm=f32(jnp.sqrt(dd)),
+        grad_norm=f32(jnp.sqrt(gg)),
+        removed_norm=f32(removed),
         nonfinite_count=jnp.zeros((), jnp.int32),
     )
-    return jax.tree.unflatten(treedef, projected), diag, finite
+    return jax.tree.unflatten(treedef, projected), diag
 
 
 # ----------------------------------------------------------------------------
@@ -332,93 +370,62 @@ def profit(
             return AutoReferenceState(main_step_norm=jnp.zeros((), jnp.float32))
         return reference_optimizer.init(params)
 
-    def ref_step(grads, ref_state, params):
-        """Returns (reference update, new ref state, gradient is finite)."""
-        gg = _sumsq(grads)
-        finite = jnp.isfinite(gg)
+    def ref_step(grads, ref_state, params, gg):
+        """Returns (reference update, new ref state); ``gg`` = ‖grads‖² in float32."""
         if auto_ref:
             step = ref_scale * ref_state.main_step_norm
             factor = jnp.where(gg > 0, step / jnp.sqrt(jnp.where(gg > 0, gg, 1.0)), 0.0)
             updates = jax.tree.map(lambda g: (-factor * _f(g)).astype(g.dtype), grads)
-            return updates, ref_state, finite
-        updates, new_ref_state = reference_optimizer.update(grads, ref_state, params)
-        return updates, new_ref_state, finite
+            return updates, ref_state
+        return reference_optimizer.update(grads, ref_state, params)
 
     # -- main step ----------------------------------------------------------------
 
-    def main_step(grads, state: ProfitState, theta_ref, delta):
-        """Projects, runs the main optimizer at θ_ref. Returns (u, state parts)."""
-        g_proj, diag, finite = _project(grads, delta, projection)
-        u, main_state = optimizer.update(g_proj, state.main_state, theta_ref)
-        ref_state = state.ref_state
+    def main_step(grads, main_state, ref_state, theta_ref, delta, sums):
+        """Projects g, runs the main optimizer at θ_ref. Returns (u, state parts, diag)."""
+        g_proj, diag = _project(grads, delta, projection, sums)
+        u, main_state = optimizer.update(g_proj, main_state, theta_ref)
         if auto_ref:
             ref_state = AutoReferenceState(main_step_norm=jnp.sqrt(_sumsq(u)))
         elif reset_reference_state:
             ref_state = reference_optimizer.init(theta_ref)
-        return u, main_state, ref_state, diag, finite
+        return u, main_state, ref_state, diag
 
-    def skip_count(diag_old: ProfitDiagnostics, finite) -> jax.Array:
-        return diag_old.nonfinite_count + jnp.where(finite, 0, 1).astype(jnp.int32)
+    # The main call writes the reference state only for the automatic reference step
+    # or when resetting it; otherwise the reference state never enters the main branch.
+    main_writes_ref_state = auto_ref or reset_reference_state
+
+    def with_skips(diag: ProfitDiagnostics, finite) -> ProfitDiagnostics:
+        return diag._replace(
+            nonfinite_count=diag.nonfinite_count + jnp.where(finite, 0, 1).astype(jnp.int32)
+        )
 
     # -- init ---------------------------------------------------------------------
 
     def init_fn(params: optax.Params) -> ProfitState:
         return ProfitState(
             count=jnp.zeros((), jnp.int32),
-            theta_ref=None if one_call else params,
+            # zeros, not `params`: θ_ref is unused until the first reference call, and
+            # aliasing the params buffer would break `donate_argnums=(params, state)`.
+            theta_ref=None if one_call else optax.tree.zeros_like(params),
             main_state=optimizer.init(params),
             ref_state=ref_init(params),
             diagnostics=_zero_diagnostics(),
         )
 
     # -- alternating mode -----------------------------------------------------------
-
-    def ref_call(grads, state: ProfitState, params, *, first: bool):
-        u, ref_state, finite = ref_step(grads, state.ref_state, params)
-        updates = jax.tree.map(
-            lambda p, ui: jnp.where(finite, ui.astype(p.dtype), jnp.zeros_like(p)), params, u
-        )
-        new_state = state._replace(
-            count=state.count + jnp.where(finite, 1, 0).astype(jnp.int32),
-            # θ_ref ← θ on the first call of a cycle (a skipped call leaves count at 0,
-            # so the next call saves θ_ref again, from the same params).
-            theta_ref=params if first else state.theta_ref,
-            ref_state=_tree_select(finite, ref_state, state.ref_state),
-            diagnostics=state.diagnostics._replace(
-                nonfinite_count=skip_count(state.diagnostics, finite)
-            ),
-        )
-        return updates, new_state
-
-    def first_ref_call(grads, state, params):
-        return ref_call(grads, state, params, first=True)
-
-    def later_ref_call(grads, state, params):
-        return ref_call(grads, state, params, first=False)
-
-    def main_call(grads, state: ProfitState, params):
-        theta_ref = state.theta_ref
-        delta = jax.tree.map(lambda p, r: _f(p) - _f(r), params, theta_ref)  # Δ = θ' − θ_ref
-        u, main_state, ref_state, diag, finite = main_step(grads, state, theta_ref, delta)
-
-        def restore(p, r, ui):  # lands exactly on round(θ_ref + u)
-            acc = _acc_dtype(p.dtype)
-            target = (_f(r) + ui.astype(acc)).astype(p.dtype)
-            step = (target.astype(acc) - p.astype(acc)).astype(p.dtype)
-            return jnp.where(finite, step, jnp.zeros_like(p))
-
-        updates = jax.tree.map(restore, params, theta_ref, u)
-        new_state = state._replace(
-            count=jnp.where(finite, 0, n_ref).astype(jnp.int32),
-            main_state=_tree_select(finite, main_state, state.main_state),
-            ref_state=_tree_select(finite, ref_state, state.ref_state),
-            diagnostics=_tree_select(
-                finite,
-                diag._replace(nonfinite_count=state.diagnostics.nonfinite_count),
-                state.diagnostics._replace(nonfinite_count=skip_count(state.diagnostics, finite)),
-            ),
-        )
-        return updates, new_state
+    #
+    # Cost is passes over memory. XLA copies every buffer that a conditional branch
+    # passes through unchanged while another branch writes to it, and it cannot fuse
+    # across a conditional. So the call is organised as:
+    #   1. one conditional for the main phase whose every output is written by the main
+    #      branch and passed through by the other: θ_ref ← round(θ_ref + u), the main
+    #      state, the diagnostics (no copies);
+    #   2. one conditional that saves θ_ref ← params at the first call of a cycle;
+    #   3. the reference step (SGD: −λ·g) outside any conditional, so that it fuses
+    #      into the loop that applies the update: the update is
+    #      where(main, θ_ref_new − params, reference update).
+    # See benchmarks/RESULTS.md for the measured passes and timings.
 
     def alternating_update_fn(
         updates: optax.Updates,
@@ -428,13 +435,79 @@ def profit(
     ) -> tuple[optax.Updates, ProfitState]:
         del extra_args
         _check_trees(updates, params)
-        if n_ref == 1:
-            branches = [first_ref_call, main_call]
-            index = state.count
-        else:
-            branches = [first_ref_call, later_ref_call, main_call]
-            index = jnp.where(state.count == 0, 0, jnp.where(state.count == n_ref, 2, 1))
-        return jax.lax.switch(index, branches, updates, state, params)
+        grads = updates
+        is_main = state.count == n_ref
+        is_first = state.count == 0
+
+        # 1. main phase. A non-finite gradient takes the inner identity branch, so
+        # nothing is written. (Selecting with `finite` would read the old state in the
+        # same fusion that overwrites it, and XLA answers that with copies.)
+        def main_branch(ops):
+            theta_ref = ops[0]
+            delta = jax.tree.map(lambda p, r: _f(p) - _f(r), params, theta_ref)  # Δ = θ' − θ_ref
+            sums = _projection_sums(grads, delta)
+            finite = jnp.isfinite(jnp.sum(sums[:, 2]))
+
+            def step(ops):
+                theta_ref, main_state, ref_state, diag = ops
+                u, new_main, new_ref, new_diag = main_step(
+                    grads, main_state, ref_state, theta_ref, delta, sums
+                )
+                # round(θ_ref + u): the parameters at the end of the cycle, exactly.
+                new_theta = jax.tree.map(
+                    lambda r, ui: (_f(r) + _f(ui)).astype(r.dtype), theta_ref, u
+                )
+                new_diag = new_diag._replace(nonfinite_count=diag.nonfinite_count)
+                return new_theta, new_main, new_ref, new_diag
+
+            def skip(ops):
+                theta_ref, main_state, ref_state, diag = ops
+                return theta_ref, main_state, ref_state, with_skips(diag, False)
+
+            return jax.lax.cond(finite, step, skip, ops), finite
+
+        (theta_ref, main_state, ref_out, diag), main_finite = jax.lax.cond(
+            is_main,
+            main_branch,
+            lambda ops: (ops, jnp.array(True)),
+            (
+                state.theta_ref,
+                state.main_state,
+                state.ref_state if main_writes_ref_state else None,
+                state.diagnostics,
+            ),
+        )
+        # ‖g‖² of a reference gradient: its finiteness, and the automatic step's scale.
+        gg = jax.lax.cond(is_main, lambda: jnp.float32(0), lambda: _sumsq(grads))
+        ref_finite = jnp.isfinite(gg)
+        finite = jnp.where(is_main, main_finite, ref_finite)
+
+        # 2. θ_ref ← params at the first call of a cycle (not on a skipped call).
+        theta_ref = jax.lax.cond(
+            is_first & finite, lambda t: jax.tree.map(jnp.copy, params), lambda t: t, theta_ref
+        )
+
+        # 3. the reference step, fused into the update.
+        ref_state = ref_out if main_writes_ref_state else state.ref_state
+        u_ref, new_ref = ref_step(grads, ref_state, params, gg)
+        ref_state = _tree_select((~is_main) & finite, new_ref, ref_state)
+
+        def final(p, r, ur):
+            acc = _acc_dtype(p.dtype)
+            main_u = (r.astype(acc) - p.astype(acc)).astype(p.dtype)
+            out = jnp.where(is_main, main_u, ur.astype(p.dtype))
+            return jnp.where(finite, out, jnp.zeros_like(p))
+
+        out_updates = jax.tree.map(final, params, theta_ref, u_ref)
+        count = jnp.where(finite, jnp.where(is_main, 0, state.count + 1), state.count)
+        diag = _tree_select(is_main, diag, with_skips(diag, ref_finite))
+        return out_updates, ProfitState(
+            count=count.astype(jnp.int32),
+            theta_ref=theta_ref,
+            main_state=main_state,
+            ref_state=ref_state,
+            diagnostics=diag,
+        )
 
     # -- one-call mode ----------------------------------------------------------------
 
@@ -456,30 +529,29 @@ def profit(
 
         def body(i, carry):
             probe, g, ref_state, finite = carry
-            u, new_ref_state, ok = ref_step(g, ref_state, probe)
+            gg = _sumsq(g)
+            u, new_ref_state = ref_step(g, ref_state, probe, gg)
             probe = jax.tree.map(lambda p, s: (_f(p) + _f(s)).astype(p.dtype), probe, u)
             g = grad_fn(probe, i)
-            return probe, g, new_ref_state, finite & ok
+            return probe, g, new_ref_state, finite & jnp.isfinite(gg)
 
         probe, g_main, ref_state, finite = jax.lax.fori_loop(
             0, n_ref, body, (params, updates, state.ref_state, jnp.array(True))
         )
         delta = jax.tree.map(lambda q, p: _f(q) - _f(p), probe, params)
-        u, main_state, ref_state2, diag, finite_main = main_step(
-            g_main, state._replace(ref_state=ref_state), params, delta
+        sums = _projection_sums(g_main, delta)
+        finite = finite & jnp.isfinite(jnp.sum(sums[:, 2]))
+        u, main_state, ref_state, diag = main_step(
+            g_main, state.main_state, ref_state, params, delta, sums
         )
-        finite = finite & finite_main
         out = jax.tree.map(
             lambda p, ui: jnp.where(finite, ui.astype(p.dtype), jnp.zeros_like(p)), params, u
         )
+        new_diag = diag._replace(nonfinite_count=state.diagnostics.nonfinite_count)
         new_state = state._replace(
             main_state=_tree_select(finite, main_state, state.main_state),
-            ref_state=_tree_select(finite, ref_state2, state.ref_state),
-            diagnostics=_tree_select(
-                finite,
-                diag._replace(nonfinite_count=state.diagnostics.nonfinite_count),
-                state.diagnostics._replace(nonfinite_count=skip_count(state.diagnostics, finite)),
-            ),
+            ref_state=_tree_select(finite, ref_state, state.ref_state),
+            diagnostics=_tree_select(finite, new_diag, with_skips(state.diagnostics, finite)),
         )
         return out, new_state
 
