@@ -133,18 +133,26 @@ def test_finetuning_follows_the_same_data_order_for_every_method():
 
 @pytest.mark.slow
 def test_qualitative_ordering_on_a_fixed_seed(tmp_path):
-    """Seed 0, default configuration, three methods (adam = full fine-tuning).
+    """Seed 0, default data/model/budget; adam = full fine-tuning.
 
-    Full fine-tuning forgets (old error ≫ the pretrained model's); PROFIT forgets less than full
-    fine-tuning at a similar new-data error; head-only fine-tuning fits the new data worse. On the
-    default run this ordering of the old errors holds on 4 of the 5 reporting seeds (seed 0, the
-    first, is one of them; see docs/toy2d.md), with ~1.6x margin here.
+    What this toy shows robustly (see docs/toy2d.md): full fine-tuning forgets (old error ≫ the
+    pretrained model's); head-only fine-tuning fits the new data clearly worse; and, *at the
+    same main learning rate*, PROFIT forgets less than full fine-tuning while still learning the
+    new data (its new error is 2-6x full fine-tuning's on seeds 0-2, so no ratio is asserted).
+    At the learning rate selected on validation data (3e-3) PROFIT is unstable and the paper's
+    ordering does not hold on average, so it is not asserted here.
     """
-    cfg = dataclasses.replace(get_config(), seeds=(0,))
-    res = toy_main.run(cfg, tmp_path, methods=["adam", "head_only", "profit"], progress=False)
+    lr = 1e-4
+    methods = {
+        "adam": {"learning_rate": lr},
+        "head_only": {"learning_rate": 3e-3},
+        "profit": {"learning_rate": lr},  # automatic reference step (registry default)
+    }
+    cfg = dataclasses.replace(get_config(), seeds=(0,), methods=methods)
+    res = toy_main.run(cfg, tmp_path, progress=False)
     old = {k: v["old_test_mean"] for k, v in res["summary"].items()}
     new = {k: v["new_test_mean"] for k, v in res["summary"].items()}
     assert old["adam"] > 10 * old["pretrained"], old
-    assert old["profit"] < 0.8 * old["adam"], old
-    assert new["profit"] < 1.5 * new["adam"], new
+    assert old["profit"] < 0.6 * old["adam"], old
+    assert new["profit"] < 0.5 * new["pretrained"], new
     assert new["head_only"] > 1.5 * new["adam"], new
