@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 
-def _to_builtin(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
     """Converts NumPy/JAX scalars and arrays (and containers of them) to JSON-able Python."""
     if isinstance(obj, Mapping):
-        return {str(k): _to_builtin(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_to_builtin(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     if hasattr(obj, "tolist"):  # np.ndarray, np.generic, jax.Array
         return obj.tolist()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -31,7 +31,7 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_to_builtin(obj), indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
     tmp.replace(path)  # atomic: a crash never leaves a half-written metrics file
     return path
 

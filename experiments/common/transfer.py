@@ -109,7 +109,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 
 def _fingerprint(*parts: Any) -> str:
-    blob = json.dumps([results._to_builtin(p) for p in parts], sort_keys=True)
+    blob = json.dumps([results.to_jsonable(p) for p in parts], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
