@@ -36,7 +36,7 @@ def _names(paths):
 
 def test_expected_notebooks_exist():
     names = _names(NOTEBOOKS)
-    for expected in ("01_quickstart.ipynb", "03_fashion_mnist.ipynb"):
+    for expected in ("01_quickstart.ipynb", "02_toy2d.ipynb", "03_fashion_mnist.ipynb"):
         assert expected in names, f"notebooks/{expected} is missing; found {names}"
 
 
@@ -124,8 +124,6 @@ def test_quickstart_notebook_runs(kernel_env, tmp_path):
 
 @pytest.mark.slow
 def test_toy2d_notebook_runs(kernel_env, tmp_path):
-    if not (NOTEBOOK_DIR / "02_toy2d.ipynb").exists():
-        pytest.skip("notebooks/02_toy2d.ipynb is not written yet")
     _run_notebook("02_toy2d.ipynb", kernel_env, tmp_path)
 
 
