@@ -137,7 +137,7 @@ def test_resume_in_fresh_process_is_bitwise_identical(tmp_path):
     for name, (make_tx, save_after, readout) in CASES.items():
         tx = make_tx()
         _, _, params = _data()
-        params, state, head = _run(tx, params, tx.init(params), 0, save_after)
+        params, state, _ = _run(tx, params, tx.init(params), 0, save_after)
         checkpointer.save(tmp_path / name, {"params": params, "opt_state": state})
         _, _, tail = _run(tx, params, state, save_after, N_CALLS)
         expected[name] = (_stack(tail), jax.device_get(readout(params, state)))

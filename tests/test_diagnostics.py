@@ -81,7 +81,7 @@ def test_one_call_mode_and_apply_if_finite_wrapper():
 
     @jax.jit
     def step(params, state):
-        upd, state = tx.update({"w": g_ref}, state, params, grad_fn=lambda p, i: {"w": g_main})
+        _, state = tx.update({"w": g_ref}, state, params, grad_fn=lambda p, i: {"w": g_main})
         return state, profit_optax.diagnostics(state)
 
     _, diag = step(params, tx.init(params))

@@ -6,6 +6,8 @@ docs/real_runs.md.
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,7 +177,7 @@ def test_bf16_probe_below_resolution_does_not_drift():
 
 def _init_mlp(key, sizes):
     params = {}
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         key, k = jax.random.split(key)
         params[f"w{i}"] = jax.random.normal(k, (a, b)) / np.sqrt(a)
         params[f"b{i}"] = jnp.zeros(b)

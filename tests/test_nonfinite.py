@@ -156,16 +156,12 @@ def test_one_call_mode_with_nan_from_grad_fn(n_ref, wrapped):
 @pytest.mark.slow
 def test_nonfinite_during_warmup_and_after_the_switch():
     tx = optax.apply_if_finite(
-        warmup_then(
-            optax.adamw(1e-2), profit_optax.profit(optax.adam(1e-2), optax.sgd(1e-3)), 3
-        ),
+        warmup_then(optax.adamw(1e-2), profit_optax.profit(optax.adam(1e-2), optax.sgd(1e-3)), 3),
         5,
     )
     for bad_call in (1, 4, 5):  # warm-up; first PROFIT reference call; first main call
         # a skipped call is not counted by warmup_then (apply_if_finite does not call it)
-        _check_skip_equals_drop(
-            tx, bad_call, inner={"optimizer states": lambda s: s.inner_state}
-        )
+        _check_skip_equals_drop(tx, bad_call, inner={"optimizer states": lambda s: s.inner_state})
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "apply_if_finite"])

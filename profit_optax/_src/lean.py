@@ -313,8 +313,7 @@ def find_profit_lean_state(opt_state: Any) -> ProfitLeanState:
     ]
     if len(found) != 1:
         raise ValueError(
-            "expected exactly one ProfitLeanState inside the optimizer state, found "
-            f"{len(found)}."
+            f"expected exactly one ProfitLeanState inside the optimizer state, found {len(found)}."
         )
     return found[0]
 
