@@ -25,6 +25,7 @@ from profit_optax._src.profit import (
     _check_trees,
     _f,
     _project,
+    _projection_sums,
     _sumsq,
     _zero_diagnostics,
 )
@@ -272,7 +273,7 @@ def profit_lean(
             scale, main_state, diag = ops
             delta = _displacement(get_moment(main_state, params), scale)
             theta_ref = jax.tree.map(lambda p, d: (_f(p) - d).astype(p.dtype), params, delta)
-            g_proj, new_diag = _project(grads, delta, projection, gg)
+            g_proj, new_diag = _project(grads, delta, projection, _projection_sums(grads, delta))
             u, main_state = optimizer.update(g_proj, main_state, theta_ref, **extra_args)
             new_scale = (ref_scale * jnp.sqrt(_sumsq(u))).astype(jnp.float32)
             new_delta = _displacement(get_moment(main_state, params), new_scale)
