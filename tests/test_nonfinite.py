@@ -185,3 +185,14 @@ def test_skips_are_counted_in_the_diagnostics():
     _, (_, before, after) = _run(tx, range(4), poison_at=2)
     assert int(profit_optax.diagnostics(before)["nonfinite_count"]) == 0
     assert int(profit_optax.diagnostics(after)["nonfinite_count"]) == 1
+
+
+def test_multisteps_with_skip_not_finite_around_profit():
+    """Without `should_skip_update_fn` MultiSteps would accumulate the NaN; with
+    `optax.skip_not_finite` the poisoned mini-step is dropped before PROFIT sees it."""
+    inner = profit_optax.profit(optax.adam(1e-2), optax.sgd(1e-3))
+    tx = optax.MultiSteps(inner, 2, should_skip_update_fn=optax.skip_not_finite)
+    readout = lambda p, s: profit_optax.ref_params(p, s.inner_opt_state)
+    _check_skip_equals_drop(
+        tx, 3, readout=readout, inner={"PROFIT state": lambda s: s.inner_opt_state}
+    )
