@@ -272,6 +272,7 @@ def profit(
     reset_reference_state: bool = False,
     ref_scale: float = 0.01,
     one_call: bool = False,
+    memory: Literal["exact", "lean"] = "exact",
 ) -> optax.GradientTransformationExtraArgs:
     r"""PROFIT: proximal fine-tuning around a converged model.
 
@@ -337,9 +338,17 @@ def profit(
         should only see real parameters; prefer alternating mode to keep an
         unmodified training loop and one gradient per step.
 
+      memory: ``"exact"`` (default): Algorithm 1, one θ_ref buffer. ``"lean"``:
+        the memory-lean approximation :func:`~profit_optax.profit_lean` (Δ read
+        off the main optimizer's momentum, no parameter-sized buffer beyond the
+        main optimizer's state, one gradient per main step). Off by default: on
+        our toys it tracks Adam rather than exact PROFIT (``docs/real_runs.md``).
+        Needs ``reference_optimizer=None``, ``n_ref=1`` and ``one_call=False``.
+
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
-      :class:`ProfitState`.
+      :class:`ProfitState` (a :class:`~profit_optax.ProfitLeanState` for
+      ``memory="lean"``).
 
     Raises:
       TypeError: if an optimizer is not a gradient transformation.
@@ -352,6 +361,17 @@ def profit(
       Tuning <https://arxiv.org/abs/2412.01930>`_, NeurIPS 2025.
     """
     _check_transformation(optimizer, "optimizer")
+    if memory not in ("exact", "lean"):
+        raise ValueError(f"profit: `memory` must be 'exact' or 'lean', got {memory!r}.")
+    if memory == "lean":
+        if reference_optimizer is not None or n_ref != 1 or one_call:
+            raise ValueError(
+                "profit(memory='lean') reads Δ off the main optimizer's momentum: it takes no "
+                "reference optimizer, n_ref=1 and one_call=False."
+            )
+        from profit_optax._src.lean import profit_lean  # lean builds on this module
+
+        return profit_lean(optimizer, ref_scale=ref_scale, projection=projection)
     auto_ref = reference_optimizer is None
     if not auto_ref:
         _check_transformation(reference_optimizer, "reference_optimizer")
@@ -563,6 +583,11 @@ def profit(
 # Reading the state.
 
 
+def _contains(opt_state: Any, kind: type) -> bool:
+    leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kind))
+    return any(isinstance(x, kind) for x in leaves)
+
+
 def find_profit_state(opt_state: Any) -> ProfitState:
     """Returns the unique :class:`ProfitState` inside ``opt_state``.
 
@@ -604,11 +629,16 @@ def ref_params(params: optax.Params, opt_state: Any) -> optax.Params:
 
     Args:
       params: the current parameters.
-      opt_state: the PROFIT state, or an optimizer state containing exactly one.
+      opt_state: the PROFIT state (exact or lean), or an optimizer state
+        containing exactly one.
 
     Returns:
       A tree like ``params``.
     """
+    from profit_optax._src.lean import ProfitLeanState, lean_ref_params
+
+    if _contains(opt_state, ProfitLeanState):
+        return lean_ref_params(params, opt_state)
     state = find_profit_state(opt_state)
     if state.theta_ref is None:  # one-call mode: params are always θ_ref
         return params
@@ -636,4 +666,8 @@ def diagnostics(opt_state: Any) -> dict[str, jax.Array]:
     Returns:
       A dict with the fields of :class:`ProfitDiagnostics`.
     """
+    from profit_optax._src.lean import ProfitLeanState, find_profit_lean_state
+
+    if _contains(opt_state, ProfitLeanState):
+        return find_profit_lean_state(opt_state).diagnostics._asdict()
     return find_profit_state(opt_state).diagnostics._asdict()
