@@ -340,6 +340,4 @@ def buffer_multiset(colls: Sequence[Collective]) -> Counter:
     instruction, differently from program to program; comparing two programs
     buffer by buffer (``Counter`` subtraction) sees through that.
     """
-    return Counter(
-        (c.kind, c.conditional, dtype, dims) for c in colls for dtype, dims in c.buffers
-    )
+    return Counter((c.kind, c.conditional, dtype, dims) for c in colls for dtype, dims in c.buffers)
