@@ -10,7 +10,8 @@ CPU collectives. It trains PROFIT on
   Orbax checkpoint saved by every process after a reference call (mid-cycle),
   restored into fresh arrays, and training continued from it;
 * a 2-D ``data`` × ``model`` mesh (Auto axes) whose parameters are sharded over
-  both axes (so across processes too).
+  both axes (so across processes too), each process loading only its own rows
+  of every batch (``experiments.common.distributed``).
 
 It writes ``DIR/process_I.npz``: every leaf of the final params and optimizer
 state of each run, gathered to the host.
@@ -62,7 +63,17 @@ def main() -> None:
     import orbax.checkpoint as ocp
     from jax.sharding import AxisType
 
+    from experiments.common import distributed as dist
     from tests import _sharded_training as st
+
+    class ProcessLocalDataRun(st.Run):
+        """Each process passes only the rows its devices hold (experiments.common.distributed)."""
+
+        def put_batch(self, batch_np):
+            (axes,) = st.batch_spec(self.layout)
+            rows = dist.process_batch_rows(self.mesh, axes, st.BATCH)
+            local = {k: v[rows] for k, v in batch_np.items()}
+            return dist.global_batch(local, self.mesh, axes, st.BATCH)
 
     t0 = time.perf_counter()
     params_np = st.init_mlp(0)
@@ -103,11 +114,16 @@ def main() -> None:
         record("fsdp", params, state)
         record("fsdp_restored", r_params, r_state)
 
-    # 2. data × model mesh, parameters sharded over both axes.
+    # 2. data × model mesh, parameters sharded over both axes; per-process data loading.
     mesh2 = st.make_layout_mesh("2d", AxisType.Auto)
     assert {d.process_index for d in mesh2.devices[0]} == {0}, mesh2.devices
-    run2 = st.Run("profit_nref2", mesh=mesh2, layout="2d")
+    run2 = ProcessLocalDataRun("profit_nref2", mesh=mesh2, layout="2d")
     with run2.mesh_context():
+        rows = dist.process_batch_rows(mesh2, ("data", "model"), st.BATCH)
+        assert rows == slice(args.process_id * 16, (args.process_id + 1) * 16), rows
+        assembled = st.to_host(run2.put_batch(batches[0]))  # rows landed where they belong
+        for k in assembled:
+            np.testing.assert_array_equal(assembled[k], batches[0][k])
         params, state = run2.init(params_np)
         params, state = run2.train(params, state, batches[:9])
         record("2d", params, state)
