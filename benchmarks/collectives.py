@@ -223,12 +223,11 @@ def _fmt_ops(summary: dict) -> str:
 
 
 def _fmt_extra(extra: list) -> str:
-    if not extra:
-        return "none"
-    parts = []
-    for kind, _, dtype, dims, n in extra:
-        parts.append(f"{n}× {kind} {dtype}[{','.join(map(str, dims))}]")
-    return ", ".join(parts)
+    merged: Counter = Counter()
+    for kind, _, dtype, dims, n in extra:  # whether inside a conditional or not
+        merged[(kind, dtype, tuple(dims))] += n
+    parts = [f"{n}× {k} {t}[{','.join(map(str, d))}]" for (k, t, d), n in sorted(merged.items())]
+    return ", ".join(parts) or "none"
 
 
 def markdown(payload: dict[str, Any]) -> str:

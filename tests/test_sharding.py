@@ -30,7 +30,7 @@ CONFIGS = ("profit_nref1", "profit_nref2", "profit_auto", "profit_per_tensor")
 SHARDED = [f"{t}:fsdp:{c}" for t in AXIS_TYPES for c in CONFIGS] + [
     f"{t}:{layout}:{c}"
     for t in AXIS_TYPES
-    for layout, c in (("dp", "profit_nref1"), ("dp", "profit_auto"), ("2d", "profit_nref2"))
+    for layout, c in (("dp", "profit_nref1"), ("2d", "profit_nref2"))
 ]
 SINGLE = [f"single:{c}" for c in CONFIGS]
 TIMEOUT_S = 400
