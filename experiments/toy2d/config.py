@@ -79,6 +79,7 @@ DEFAULT_METHODS: Mapping[str, Mapping[str, Any]] = _freeze(
         "l2sp": {"learning_rate": 3e-3},
         "ftp": {"learning_rate": 1e-3},
         "profit": {"learning_rate": 3e-3, "ref_learning_rate": 1e-6},
+        "profit_sgd": {"learning_rate": 3e-3, "ref_learning_rate": 1e-5},
     }
 )
 
@@ -100,6 +101,7 @@ SWEEP_GRIDS: Mapping[str, Mapping[str, tuple[Any, ...]]] = _freeze(
         "ftp": {"learning_rate": ADAM_LRS},
         # ref_learning_rate None: the core's automatic, scale-free reference step.
         "profit": {"learning_rate": ADAM_LRS, "ref_learning_rate": (None, 1e-6, 1e-5)},
+        "profit_sgd": {"learning_rate": SGD_LRS, "ref_learning_rate": (None, 1e-5, 1e-4)},
     }
 )
 # Tuning seeds: disjoint from the reporting seeds ``Config.seeds``.
