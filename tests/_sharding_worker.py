@@ -7,7 +7,8 @@ A RUN is ``AXIS_TYPE:LAYOUT:TX`` (e.g. ``Explicit:fsdp:profit_nref1``) or ``sing
 for the single-device reference. For every run it trains ``3 * period`` steps (three
 PROFIT cycles) and writes, into OUT_DIR, ``arrays.npz`` (every leaf of the final
 params and optimizer state, keyed ``RUN|path``) and ``meta.json`` (per run: per-step
-loss and conflict, leaves whose sharding differs from the parameters', seconds).
+loss and conflict, leaves whose sharding differs from the parameters', seconds; or
+the error that run raised).
 The parent test compares the arrays with the single-device run and asserts.
 """
 
@@ -17,6 +18,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -63,7 +65,12 @@ def main(out_dir: str, specs: list[str]) -> None:
     batches = st.make_batches(9)
     arrays, meta = {}, {"devices": jax.device_count(), "runs": {}}
     for spec in specs:
-        a, m = run_one(spec, params_np, batches)
+        try:
+            a, m = run_one(spec, params_np, batches)
+        except Exception as e:  # recorded per run: the parent test of that run fails with it
+            traceback.print_exc()
+            meta["runs"][spec] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            continue
         arrays.update(a)
         meta["runs"][spec] = m
     np.savez(os.path.join(out_dir, "arrays.npz"), **arrays)

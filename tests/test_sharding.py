@@ -63,6 +63,12 @@ def results(tmp_path_factory):
     return meta, arrays
 
 
+def run_meta(meta: dict, run: str) -> dict:
+    m = meta["runs"][run]
+    assert "error" not in m, f"{run} raised {m.get('error')}"
+    return m
+
+
 def leaves(arrays: dict, run: str) -> dict[str, np.ndarray]:
     return {k.split("|", 1)[1]: v for k, v in arrays.items() if k.startswith(run + "|")}
 
@@ -70,19 +76,20 @@ def leaves(arrays: dict, run: str) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("run", SHARDED)
 def test_sharded_training_matches_single_device(results, run):
     meta, arrays = results
+    run_meta(meta, run)
     got, want = leaves(arrays, run), leaves(arrays, "single:" + run.split(":")[-1])
     assert got.keys() == want.keys() and len(got) > 10
     for k, x in got.items():
         np.testing.assert_allclose(x, want[k], rtol=1e-3, atol=1e-4, err_msg=f"{run} {k}")
-    ref_meta = meta["runs"]["single:" + run.split(":")[-1]]
-    np.testing.assert_allclose(meta["runs"][run]["losses"], ref_meta["losses"], rtol=1e-4)
-    assert meta["runs"][run]["conflicts"] == ref_meta["conflicts"]
+    ref_meta = run_meta(meta, "single:" + run.split(":")[-1])
+    np.testing.assert_allclose(run_meta(meta, run)["losses"], ref_meta["losses"], rtol=1e-4)
+    assert run_meta(meta, run)["conflicts"] == ref_meta["conflicts"]
 
 
 @pytest.mark.parametrize("run", SHARDED)
 def test_state_keeps_parameter_sharding(results, run):
     meta, _ = results
-    assert meta["runs"][run]["sharding_mismatches"] == []
+    assert run_meta(meta, run)["sharding_mismatches"] == []
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -95,5 +102,5 @@ def test_reference_runs_train_and_project(results, config):
     final = leaves(arrays, f"single:{config}")
     moved = max(float(np.max(np.abs(final[k] - v))) for k, v in init.items())
     assert moved > 1e-2  # far above the comparison tolerance
-    assert sum(meta["runs"][f"single:{config}"]["conflicts"]) >= 2  # projection exercised
+    assert sum(run_meta(meta, f"single:{config}")["conflicts"]) >= 2  # projection exercised
     assert final["state.count"] == 0  # ends on a cycle boundary
