@@ -115,13 +115,14 @@ class DataParallel:
     def replicate(self, tree: PyTree) -> PyTree:
         """Global arrays replicated on the mesh from values that are equal on every process.
 
-        Leaves that are already global (not fully addressable) are kept as they are.
+        Leaves that are already global arrays (not fully addressable) are
+        resharded to replicated if they are not (every process takes part).
         """
         sharding = self.replicated
 
         def put(x):
             if isinstance(x, jax.Array) and not x.is_fully_addressable:
-                return x
+                return jax.device_put(x, sharding)
             if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
                 data = put(jax.random.key_data(x))
                 return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
@@ -229,7 +230,10 @@ class Trainer:
         self.method = method
         self.parallel = parallel
         self.step_fn = make_train_step(method, loss_fn, parallel)
-        self.eval_params_fn = jax.jit(method.eval_params)
+        if parallel is None:
+            self.eval_params_fn = jax.jit(method.eval_params)
+        else:
+            self.eval_params_fn = jax.jit(method.eval_params, out_shardings=parallel.replicated)
         self._compiled_step: Callable | None = None
 
     def fit(
