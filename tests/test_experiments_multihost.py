@@ -3,8 +3,9 @@
 Starts ``python -m experiments.mlp.main`` twice on this machine (through this
 file's ``__main__``, which only adds TFDS mock data), joined by
 ``jax.distributed`` through an explicit coordinator on a free local port, with
-gloo CPU collectives and 2 simulated CPU devices per process: data parallel over
-a 4-device mesh, each process feeding its own rows of every batch. The quick
+gloo CPU collectives and ``LOCAL_DEVICES`` simulated CPU devices per process:
+data parallel over a mesh of all their devices, each process feeding its own
+rows of every batch. The quick
 config (pretraining, Adam and PROFIT fine-tuning, 2 seeds) must give the results
 of the same config run in one process, and only process 0 may write results or
 log. The processes are killed (whole process group) whatever happens.
