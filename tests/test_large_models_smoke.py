@@ -6,20 +6,20 @@ import pytest
 
 from benchmarks import large_models as lm
 
-TINY = "w32-d1-h2-m64/8"
+TINY = "w16-d1-h2-m32/8"
 
 
 def test_make_model_named_and_custom():
     assert lm.make_model("B/16").width == 768
     assert lm.make_model("L/16").depth == 24
     m = lm.make_model(TINY)
-    assert (m.width, m.depth, m.num_heads, m.mlp_dim, m.patch_size) == (32, 1, 2, 64, 8)
+    assert (m.width, m.depth, m.num_heads, m.mlp_dim, m.patch_size) == (16, 1, 2, 32, 8)
     with pytest.raises(ValueError, match="expected one of"):
         lm.make_model("w32-d1/8x")
 
 
 def test_measure_one_profit_runs_a_cycle_and_reports_memory():
-    res = lm.measure_one(TINY, "profit", batch=2, image=16, steps=2, warmup=0)
+    res = lm.measure_one(TINY, "profit", batch=2, image=8, steps=2, warmup=0)
     assert res["finite"]
     assert len(res["call_times_s"]) == 2 and len(res["pair_times_per_grad_s"]) == 1
     # bf16 parameters; PROFIT's state holds θ_ref and Adam's two moments, all in bf16.
@@ -32,12 +32,12 @@ def test_measure_one_profit_runs_a_cycle_and_reports_memory():
 
 
 def test_fit_family_finds_a_depth(monkeypatch):
-    monkeypatch.setitem(lm.FAMILIES, "tiny", (32, 2, 64))
+    monkeypatch.setitem(lm.FAMILIES, "tiny", (16, 2, 32))
     rows = lm.fit_family(
         "tiny",
         ["adam"],
         batch=2,
-        image=16,
+        image=8,
         patch=8,
         depths=(1, 2),
         budget_bytes=2**20,
@@ -48,4 +48,4 @@ def test_fit_family_finds_a_depth(monkeypatch):
     assert row["max_depth"] >= 2
     assert row["estimate_at_max"] <= 2**20
     assert math.isfinite(row["max_params"])
-    assert "tiny (32, 2, 64)" in lm.markdown_fit(rows, 0.001)
+    assert "tiny (16, 2, 32)" in lm.markdown_fit(rows, 0.001)
