@@ -24,6 +24,7 @@ from profit_optax._src.profit import (
     _check_transformation,
     _check_trees,
     _f,
+    _find_unique,
     _project,
     _projection_sums,
     _sumsq,
@@ -307,16 +308,7 @@ def find_profit_lean_state(opt_state: Any) -> ProfitLeanState:
     Raises:
       ValueError: if there is none or more than one.
     """
-    found = [
-        x
-        for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, ProfitLeanState))
-        if isinstance(x, ProfitLeanState)
-    ]
-    if len(found) != 1:
-        raise ValueError(
-            f"expected exactly one ProfitLeanState inside the optimizer state, found {len(found)}."
-        )
-    return found[0]
+    return _find_unique(opt_state, ProfitLeanState)
 
 
 def lean_ref_params(

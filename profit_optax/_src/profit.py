@@ -190,6 +190,28 @@ def _projection_sums(grads: optax.Updates, delta: optax.Updates) -> jax.Array:
     return jnp.stack([sums(g, d) for g, d in zip(g_leaves, d_leaves, strict=True)])
 
 
+def _projection_sums_between(
+    grads: optax.Updates, new: optax.Params, old: optax.Params
+) -> jax.Array:
+    """Like :func:`_projection_sums` with Δ = ``new`` − ``old``, never materialising Δ.
+
+    Each sum subtracts on its own (the two spellings keep XLA from merging them into
+    one Δ written to a temporary buffer: one parameter-sized write and read fewer per
+    main call, and no float32 Δ temporary in the step's memory).
+    """
+
+    def sums(g, a, b):
+        acc = jnp.promote_types(jnp.promote_types(_acc_dtype(g.dtype), a.dtype), b.dtype)
+        g, a, b = g.astype(acc), a.astype(acc), b.astype(acc)
+        return jnp.stack([jnp.sum(g * (a - b)), jnp.sum(jnp.square(b - a)), jnp.sum(g * g)])
+
+    g_leaves, treedef = jax.tree.flatten(grads)
+    new_leaves, old_leaves = treedef.flatten_up_to(new), treedef.flatten_up_to(old)
+    return jnp.stack(
+        [sums(g, a, b) for g, a, b in zip(g_leaves, new_leaves, old_leaves, strict=True)]
+    )
+
+
 def _project(
     grads: optax.Updates, delta: optax.Updates, projection: str, sums: jax.Array
 ) -> tuple[optax.Updates, ProfitDiagnostics]:
@@ -440,13 +462,13 @@ def profit(
         # nothing is written. (Selecting with `finite` would read the old state in the
         # same fusion that overwrites it, and XLA answers that with copies.)
         def main_branch(ops):
-            theta_ref = ops[0]
-            delta = jax.tree.map(lambda p, r: _f(p) - _f(r), params, theta_ref)  # Δ = θ' − θ_ref
-            sums = _projection_sums(grads, delta)
+            sums = _projection_sums_between(grads, params, ops[0])  # Δ = θ' − θ_ref
             finite = jnp.isfinite(jnp.sum(sums[:, 2]))
 
             def step(ops):
                 theta_ref, main_state, ref_state, diag = ops
+                # Δ recomputed here, fused into the projection (not a stored temporary).
+                delta = jax.tree.map(lambda p, r: _f(p) - _f(r), params, theta_ref)
                 u, new_main, new_ref, new_diag = main_step(
                     grads, main_state, ref_state, theta_ref, delta, sums
                 )
@@ -536,7 +558,7 @@ def profit(
             0, n_ref, body, (params, updates, state.ref_state, jnp.array(True))
         )
         delta = jax.tree.map(lambda q, p: _f(q) - _f(p), probe, params)
-        sums = _projection_sums(g_main, delta)
+        sums = _projection_sums_between(g_main, probe, params)
         finite = finite & jnp.isfinite(jnp.sum(sums[:, 2]))
         u, main_state, ref_state, diag = main_step(
             g_main, state.main_state, ref_state, params, delta, sums
@@ -572,6 +594,17 @@ def _contains(opt_state: Any, kind: type) -> bool:
     return any(isinstance(x, kind) for x in leaves)
 
 
+def _find_unique(opt_state: Any, kind: type) -> Any:
+    """The unique node of type ``kind`` inside ``opt_state`` (ValueError otherwise)."""
+    is_kind = lambda x: isinstance(x, kind)
+    found = [x for x in jax.tree.leaves(opt_state, is_leaf=is_kind) if is_kind(x)]
+    if len(found) != 1:
+        raise ValueError(
+            f"expected exactly one {kind.__name__} inside the optimizer state, found {len(found)}."
+        )
+    return found[0]
+
+
 def find_profit_state(opt_state: Any) -> ProfitState:
     """Returns the unique :class:`ProfitState` inside ``opt_state``.
 
@@ -582,16 +615,7 @@ def find_profit_state(opt_state: Any) -> ProfitState:
     Raises:
       ValueError: if there is no PROFIT state or more than one.
     """
-    found = [
-        x
-        for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, ProfitState))
-        if isinstance(x, ProfitState)
-    ]
-    if len(found) != 1:
-        raise ValueError(
-            f"expected exactly one ProfitState inside the optimizer state, found {len(found)}."
-        )
-    return found[0]
+    return _find_unique(opt_state, ProfitState)
 
 
 def ref_params(params: optax.Params, opt_state: Any) -> optax.Params:
