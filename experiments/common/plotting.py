@@ -1,0 +1,131 @@
+"""PNG plots: old-vs-new trade-off scatter with error bars, learning curves over seeds."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def plot_tradeoff(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    x: str,
+    y: str,
+    label_key: str,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    scale: float = 1.0,
+    reference_x: float | None = None,
+    reference_label: str = "before fine-tuning",
+) -> Path:
+    """Scatter of ``<x>_mean`` vs ``<y>_mean`` per row with ``_std`` error bars.
+
+    Args:
+      rows: aggregated rows (see :func:`experiments.common.results.aggregate`).
+      path: PNG file to write.
+      x, y: metric names (the rows hold ``<metric>_mean`` and ``<metric>_std``).
+      label_key: row field used to annotate each point.
+      xlabel, ylabel, title: axis labels and title.
+      scale: multiply values by this (e.g. 100 for percent).
+      reference_x: draw a vertical dashed line here (e.g. the old-task accuracy
+        of the pretrained model).
+      reference_label: legend text of that line.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7.6, 4.8), dpi=120)
+    colors = plt.get_cmap("tab10")
+    for i, row in enumerate(rows):
+        ax.errorbar(
+            row[f"{x}_mean"] * scale,
+            row[f"{y}_mean"] * scale,
+            xerr=row[f"{x}_std"] * scale,
+            yerr=row[f"{y}_std"] * scale,
+            fmt="o",
+            capsize=3,
+            color=colors(i % 10),
+            label=str(row[label_key]),
+        )
+    if reference_x is not None:
+        ax.axvline(reference_x * scale, color="gray", ls="--", lw=1, label=reference_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(
+    records: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    metrics: Sequence[tuple[str, str]],
+    label_key: str,
+    history_key: str = "history",
+    step_key: str = "step",
+    scale: float = 1.0,
+    title: str = "",
+) -> Path:
+    """One panel per metric: mean over records of each label vs step, ±1 sample std shaded.
+
+    Args:
+      records: per-run dicts holding ``label_key`` and a ``history`` list of
+        dicts with ``step`` and the metrics (runs of one label must share steps).
+      path: PNG file to write.
+      metrics: ``(metric, panel title)`` pairs; history entries lacking the
+        metric are skipped.
+      label_key: record field grouping runs into one curve.
+      history_key, step_key: where the curve points live.
+      scale: multiply values by this.
+      title: figure title.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels = list(dict.fromkeys(r[label_key] for r in records))
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4.8 * len(metrics), 3.8), dpi=120, squeeze=False
+    )
+    colors = plt.get_cmap("tab10")
+    for ax, (metric, panel_title) in zip(axes[0], metrics, strict=True):
+        for i, label in enumerate(labels):
+            curves = []
+            for r in records:
+                if r[label_key] != label:
+                    continue
+                points = [(h[step_key], h[metric]) for h in r[history_key] if metric in h]
+                curves.append(points)
+            if not curves or not curves[0]:
+                continue
+            steps = np.array([s for s, _ in curves[0]])
+            values = np.array([[v for _, v in c] for c in curves]) * scale
+            mean = values.mean(0)
+            std = values.std(0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+            ax.plot(steps, mean, marker=".", color=colors(i % 10), label=str(label))
+            if len(curves) > 1:
+                ax.fill_between(steps, mean - std, mean + std, color=colors(i % 10), alpha=0.15)
+        ax.set_title(panel_title)
+        ax.set_xlabel("update calls (= gradient evaluations)")
+        ax.grid(alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="center right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 0.9 / fig.get_figwidth(), 1.0))
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,284 @@
+"""A jitted training loop that is generic over a registry ``Method``.
+
+A ``Method`` (``profit_optax.registry.Method``) bundles an Optax transformation
+with how the loop stores parameters. One update call is::
+
+    params = method.grad_params(stored)            # where the gradient is taken
+    grads = grad(loss)(params, batch)              # ONE gradient evaluation
+    updates, opt_state = method.tx.update(grads, opt_state, stored)
+    stored = method.apply(stored, updates)
+
+and what is evaluated/reported is ``method.eval_params(stored, opt_state)``
+(slow weights for Lookahead, the reference point for PROFIT). Every method does
+one gradient evaluation per update call, so equal numbers of update calls are
+equal compute budgets; budgets must be multiples of ``method.period``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import optax
+from tqdm.auto import tqdm
+
+PyTree = Any
+Batch = Mapping[str, Any]
+#: loss_fn(params, batch, rng) -> (scalar loss, dict of scalar metrics)
+LossFn = Callable[[PyTree, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+#: eval_fn(params) -> dict of Python floats, called on ``method.eval_params(...)``
+EvalFn = Callable[[PyTree], dict[str, float]]
+
+
+class MethodLike(Protocol):
+    """The subset of ``profit_optax.registry.Method`` that the loop uses."""
+
+    name: str
+    tx: optax.GradientTransformation
+
+    def init_params(self, params: PyTree) -> PyTree: ...
+    def grad_params(self, stored: PyTree) -> PyTree: ...
+    def eval_params(self, stored: PyTree, opt_state: optax.OptState) -> PyTree: ...
+    def apply(self, stored: PyTree, updates: optax.Updates) -> PyTree: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainOptax:
+    """A plain Optax optimizer in ``Method`` form (stored = params). Used for pretraining."""
+
+    name: str
+    tx: optax.GradientTransformation
+    period: int = 1
+
+    def init_params(self, params: PyTree) -> PyTree:
+        return params
+
+    def grad_params(self, stored: PyTree) -> PyTree:
+        return stored
+
+    def eval_params(self, stored: PyTree, opt_state: optax.OptState) -> PyTree:
+        del opt_state
+        return stored
+
+    def apply(self, stored: PyTree, updates: optax.Updates) -> PyTree:
+        return optax.apply_updates(stored, updates)
+
+
+def method_period(method: MethodLike) -> int:
+    """Number of update calls in one full cycle of ``method`` (1 when it has no ``period``)."""
+    return int(getattr(method, "period", 1))
+
+
+def make_train_step(
+    method: MethodLike, loss_fn: LossFn
+) -> Callable[[PyTree, optax.OptState, Batch, jax.Array], tuple[PyTree, optax.OptState, dict]]:
+    """Returns ``step(stored, opt_state, batch, rng) -> (stored, opt_state, metrics)``, jitted.
+
+    Inputs are not donated: methods may legitimately alias buffers between
+    ``stored`` and ``opt_state`` (Lookahead's synced fast/slow weights, a
+    reference point equal to the parameters), which XLA cannot donate twice.
+    """
+
+    def step(stored, opt_state, batch, rng):
+        params = method.grad_params(stored)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+        updates, opt_state = method.tx.update(grads, opt_state, stored)
+        stored = method.apply(stored, updates)
+        return stored, opt_state, {"loss": loss, **aux}
+
+    return jax.jit(step)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+      stored: final stored pytree (``method.init_params`` form).
+      opt_state: final optimizer state.
+      eval_params: ``method.eval_params(stored, opt_state)`` at the end.
+      history: one dict per evaluation point: ``step``, mean ``train_loss`` (and
+        other train metrics) since the previous point, plus ``eval_fn``'s metrics.
+      train_time_s: wall time of the training loop minus evaluation: update calls
+        and host batching, without compilation.
+      eval_time_s: wall time spent in ``eval_fn``.
+      compile_time_s: time to compile the update step (0 when the trainer had
+        already compiled it in an earlier run).
+    """
+
+    stored: PyTree
+    opt_state: optax.OptState
+    eval_params: PyTree
+    history: list[dict[str, float]]
+    train_time_s: float
+    eval_time_s: float
+    compile_time_s: float
+
+
+class Trainer:
+    """The jitted update step and ``eval_params`` of one method and loss.
+
+    Build one per method and call :meth:`fit` for each run (e.g. each seed):
+    the step is compiled once. Runs with different initial parameters need a
+    method built for those parameters (registry methods may capture them, e.g.
+    as an L2-SP anchor), hence a new ``Trainer``.
+    """
+
+    def __init__(self, method: MethodLike, loss_fn: LossFn):
+        self.method = method
+        self.step_fn = make_train_step(method, loss_fn)
+        self.eval_params_fn = jax.jit(method.eval_params)
+        self._compiled_step: Callable | None = None
+
+    def fit(
+        self,
+        params: PyTree,
+        batches: Iterator[Batch],
+        num_steps: int,
+        *,
+        rng: jax.Array,
+        eval_fn: EvalFn | None = None,
+        eval_every: int = 0,
+        eval_at_start: bool = False,
+        desc: str | None = None,
+        progress: bool = True,
+    ) -> TrainResult:
+        """Runs ``num_steps`` update calls of the method from ``params``.
+
+        Args:
+          params: initial parameters (not modified; a copy is trained).
+          batches: iterator of host batches (dicts of NumPy arrays).
+          num_steps: number of update calls = gradient evaluations. Must be a
+            multiple of the method's period.
+          rng: base key; step ``t`` uses ``fold_in(rng, t)`` (same for all methods).
+          eval_fn: evaluates ``method.eval_params(stored, opt_state)``.
+          eval_every: evaluate every this many steps (0: only at the end). Must be
+            a multiple of the method's period, so that evaluation points fall at
+            the ends of cycles.
+          eval_at_start: also evaluate the initial parameters (step 0).
+          desc: progress bar label.
+          progress: show a tqdm progress bar.
+        """
+        method = self.method
+        step_fn, eval_params_fn = self.step_fn, self.eval_params_fn
+        period = method_period(method)
+        if num_steps <= 0 or num_steps % period:
+            raise ValueError(
+                f"num_steps={num_steps} must be a positive multiple of the period {period} "
+                f"of {method.name}"
+            )
+        if eval_every < 0 or (eval_every and eval_every % period):
+            raise ValueError(f"eval_every={eval_every} must be a multiple of the period {period}")
+        eval_points = set(range(eval_every, num_steps + 1, eval_every)) if eval_every else set()
+        eval_points.add(num_steps)
+
+        stored = method.init_params(params)
+        opt_state = method.tx.init(stored)
+
+        history: list[dict[str, float]] = []
+        eval_time = 0.0
+
+        def evaluate(step: int, train_metrics: dict[str, float]) -> None:
+            nonlocal eval_time
+            record: dict[str, float] = {"step": step, **train_metrics}
+            if eval_fn is not None:
+                t0 = time.perf_counter()
+                record.update(eval_fn(eval_params_fn(stored, opt_state)))
+                eval_time += time.perf_counter() - t0
+            history.append(record)
+
+        if eval_at_start:
+            evaluate(0, {})
+
+        sums: dict[str, jax.Array] = {}
+        count = 0
+        first_batch = next(batches)
+        compile_time = 0.0
+        if self._compiled_step is None:
+            t0 = time.perf_counter()
+            self._compiled_step = step_fn.lower(
+                stored, opt_state, first_batch, jax.random.fold_in(rng, 1)
+            ).compile()
+            compile_time = time.perf_counter() - t0
+        step_fn = self._compiled_step
+        bar = tqdm(total=num_steps, desc=desc or method.name, disable=not progress, leave=False)
+        start = time.perf_counter()
+        eval_time_before = eval_time
+        for step in range(1, num_steps + 1):
+            stored, opt_state, metrics = step_fn(
+                stored,
+                opt_state,
+                first_batch if step == 1 else next(batches),
+                jax.random.fold_in(rng, step),
+            )
+            sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
+            count += 1
+            bar.update(1)
+            if step in eval_points:
+                # device_get waits for all queued steps, so the timings below are real.
+                means = {f"train_{k}": float(v) / count for k, v in jax.device_get(sums).items()}
+                sums, count = {}, 0
+                evaluate(step, means)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in history[-1].items() if k != "step"})
+        train_time = time.perf_counter() - start - (eval_time - eval_time_before)
+        bar.close()
+        return TrainResult(
+            stored=stored,
+            opt_state=opt_state,
+            eval_params=eval_params_fn(stored, opt_state),
+            history=history,
+            train_time_s=train_time,
+            eval_time_s=eval_time,
+            compile_time_s=compile_time,
+        )
+
+
+def train(
+    method: MethodLike,
+    params: PyTree,
+    loss_fn: LossFn,
+    batches: Iterator[Batch],
+    num_steps: int,
+    **kwargs: Any,
+) -> TrainResult:
+    """One run: ``Trainer(method, loss_fn).fit(params, batches, num_steps, **kwargs)``."""
+    return Trainer(method, loss_fn).fit(params, batches, num_steps, **kwargs)
+
+
+def make_classifier_eval(
+    apply_fn: Callable[[PyTree, jax.Array], jax.Array],
+) -> Callable[[PyTree, Iterable[Batch]], dict[str, float]]:
+    """Returns ``evaluate(params, batches) -> {"accuracy", "loss"}`` for a classifier.
+
+    Args:
+      apply_fn: ``apply_fn(params, images) -> logits`` (traced inside one jitted
+        per-batch function, compiled once per batch shape).
+
+    The batches carry a float ``mask`` of real examples (see
+    :func:`experiments.common.data.eval_batches`); padded rows are ignored.
+    """
+
+    @jax.jit
+    def batch_sums(params, batch):
+        logits = apply_fn(params, batch["image"])
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+        mask = batch["mask"]
+        return {"correct": (correct * mask).sum(), "loss": (nll * mask).sum(), "n": mask.sum()}
+
+    def evaluate(params: PyTree, batches: Iterable[Batch]) -> dict[str, float]:
+        totals = None
+        for batch in batches:
+            sums = batch_sums(params, batch)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        if totals is None:
+            raise ValueError("empty evaluation set")
+        totals = jax.device_get(totals)
+        n = float(totals["n"])
+        return {"accuracy": float(totals["correct"]) / n, "loss": float(totals["loss"]) / n}
+
+    return evaluate

@@ -1,0 +1,1 @@
+"""ml_collections config files for the MLP experiments (``--config path/to/file.py``)."""

@@ -1,0 +1,1 @@
+"""ml_collections config files for the ViT experiments (``--config path/to/file.py``)."""
