@@ -72,7 +72,7 @@ def run(
             entry["memory_analysis"][s.name] = C.memory_analysis(compiled)
             holder = [stored, state]
 
-            def run_k(k, jitted=jitted, holder=holder, batch=w.batch):
+            def run_k(k, jitted=compiled, holder=holder, batch=w.batch):
                 stored, state = holder
                 for _ in range(k):
                     stored, state, loss = jitted(stored, state, batch)

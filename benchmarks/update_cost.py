@@ -149,9 +149,14 @@ def init_stored_state(spec: Spec, params: Any) -> tuple[Any, Any]:
     return stored, state
 
 
-def make_runner(spec: Spec, params, grads, *, donate: bool, force: int | None = None):
-    """A Timed runner doing k calls of the jitted step (counter forced before each call)."""
-    jitted = jax.jit(make_step(spec.tx), donate_argnums=(0, 1) if donate else ())
+def make_runner(
+    spec: Spec, params, grads, *, donate: bool, force: int | None = None, compiled=None
+):
+    """A Timed runner doing k calls of the jitted step (counter forced before each call).
+
+    ``compiled``: the step already compiled for these shapes (saves a compilation).
+    """
+    jitted = compiled or jax.jit(make_step(spec.tx), donate_argnums=(0, 1) if donate else ())
     holder = list(init_stored_state(spec, params))
 
     def run(k: int) -> None:
@@ -181,7 +186,7 @@ def compile_step(spec: Spec, params, grads, *, donate: bool = True):
     )
 
 
-def phase_analysis(spec: Spec, params, grads) -> dict[str, Any]:
+def phase_analysis(spec: Spec, params, grads, compiled=None) -> dict[str, Any]:
     """Load-independent figures of the compiled (donated) step, whole and per phase.
 
     * ``generic``: XLA's ``bytes accessed`` per parameter (XLA adds up all
@@ -204,7 +209,7 @@ def phase_analysis(spec: Spec, params, grads) -> dict[str, Any]:
     min_el = C.min_large_elems(params)
     unit = C.large_elems(params, min_el)
     n_large_leaves = sum(1 for x in jax.tree.leaves(params) if x.size >= min_el)
-    compiled = compile_step(spec, params, grads)
+    compiled = compiled or compile_step(spec, params, grads)
     text = compiled.as_text()
     n_copy, copy_bytes = C.large_copies(text, min_el)
     comps = C.parse_hlo(text)
@@ -257,6 +262,7 @@ def run(
     phase_timing: bool,
     analysis: bool,
     time_budget_s: float | None,
+    depth: int = 4,
     log=print,
 ) -> dict[str, Any]:
     specs = method_specs(methods)
@@ -264,7 +270,7 @@ def run(
     for dtype_name in dtypes:
         dtype = jnp.dtype(dtype_name)
         for size in sizes:
-            params = C.transformer_like_params(size, dtype)
+            params = C.transformer_like_params(size, dtype, depth=depth)
             n = C.tree_size(params)
             grads = jax.tree.map(
                 lambda p: (1e-3 * jnp.cos(p.astype(jnp.float32) * 50.0 + 1.0)).astype(p.dtype),
@@ -277,17 +283,39 @@ def run(
                 "leaves": len(jax.tree.leaves(params)),
                 "load_before": C.load_average(),
             }
+            compiled = {s.name: compile_step(s, params, grads) for s in specs}  # donated
             if analysis:
-                cfg["analysis"] = {s.name: phase_analysis(s, params, grads) for s in specs}
+                cfg["analysis"] = {
+                    s.name: phase_analysis(s, params, grads, compiled[s.name]) for s in specs
+                }
             for donate in donate_modes:
+                if not donate:
+                    compiled = {s.name: compile_step(s, params, grads, donate=False) for s in specs}
                 items = [
-                    C.Timed(s.name, make_runner(s, params, grads, donate=donate)) for s in specs
+                    C.Timed(
+                        s.name,
+                        make_runner(
+                            s,
+                            params,
+                            grads,
+                            donate=donate,
+                            compiled=compiled[s.name],
+                        ),
+                    )
+                    for s in specs
                 ]
                 if phase_timing:
                     for s in specs:
                         if s.name in ("profit_sgd_n1", "profit_auto_n1"):
                             for label, k, _, _ in s.phases:
-                                run_k = make_runner(s, params, grads, donate=donate, force=k)
+                                run_k = make_runner(
+                                    s,
+                                    params,
+                                    grads,
+                                    donate=donate,
+                                    force=k,
+                                    compiled=compiled[s.name],
+                                )
                                 items.append(C.Timed(f"{s.name}@{label.split()[0]}", run_k))
                 timing = C.interleaved_timing(
                     items,
@@ -309,7 +337,7 @@ def run(
                 )
             cfg["load_after"] = C.load_average()
             results["configs"].append(cfg)
-            del params, grads
+            del params, grads, compiled
     return results
 
 
@@ -393,15 +421,17 @@ def parse_args(argv=None):
     ap.add_argument("--calls-per-block", type=int, default=12, help="a multiple of 12")
     ap.add_argument("--no-donate", action="store_true", help="also time without donation")
     ap.add_argument("--methods", nargs="*", default=None)
+    ap.add_argument("--depth", type=int, default=4, help="transformer blocks in the tree")
     ap.add_argument("--no-phase-timing", action="store_true")
     ap.add_argument("--no-analysis", action="store_true")
     ap.add_argument("--time-budget-s", type=float, default=None, help="per configuration")
     ap.add_argument("--json", default=None, help="write the raw results here")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, 2 rounds: a smoke run")
+    ap.add_argument("--quick", action="store_true", help="tiny tree, Adam and PROFIT: a smoke run")
     args = ap.parse_args(argv)
     if args.quick:
-        args.sizes, args.dtypes, args.rounds = [2e4], ["float32"], 2
-        args.calls_per_block = 12
+        args.sizes, args.dtypes, args.rounds, args.depth = [2e4], ["float32"], 1, 1
+        args.calls_per_block, args.methods = 2, args.methods or ["adam", "profit_sgd_n1"]
+        args.no_phase_timing = True
     return args
 
 
@@ -417,6 +447,7 @@ def main(argv=None) -> dict[str, Any]:
         phase_timing=not args.no_phase_timing,
         analysis=not args.no_analysis,
         time_budget_s=args.time_budget_s,
+        depth=args.depth,
     )
     print(C.env_markdown(res["env"]))
     print()
