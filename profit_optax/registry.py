@@ -204,12 +204,12 @@ def _ftp(hp: dict[str, Any], m: dict[str, Any]) -> _Built:
     return _Built(tx)
 
 
-def _profit(hp: dict[str, Any], m: dict[str, Any]) -> _Built:
+def _profit(hp: dict[str, Any], m: dict[str, Any], main: str = "adam") -> _Built:
     del m
     ref_lr = hp["ref_learning_rate"]
     reference = None if ref_lr is None else optax.sgd(ref_lr)
     tx = profit(
-        optax.adam(hp["learning_rate"]),
+        _adam(hp) if main == "adam" else _sgd(hp),
         reference,
         n_ref=hp["n_ref"],
         projection=hp["projection"],
@@ -277,8 +277,21 @@ _METHODS: dict[str, _Spec] = {
     "profit": _Spec(
         "PROFIT(Adam) (Chakravarthy et al., NeurIPS 2025): n_ref reference steps, then the "
         "main gradient projected off the reference displacement when they conflict.",
-        {"learning_rate": _REQUIRED, "n_ref": 1, "ref_learning_rate": None, "projection": "global"},
+        {**_ADAM_DEFAULTS, "n_ref": 1, "ref_learning_rate": None, "projection": "global"},
         _profit,
+        choices={"projection": ("global", "per_tensor")},
+    ),
+    "profit_sgd": _Spec(
+        "PROFIT(SGD) (Chakravarthy et al., NeurIPS 2025) with SGD + heavy-ball momentum as the "
+        "main optimizer (Adam rescales the small residual left by a projection into full-size "
+        "steps; SGD does not).",
+        {
+            **_SGD_DEFAULTS,
+            "n_ref": 1,
+            "ref_learning_rate": None,
+            "projection": "global",
+        },
+        lambda hp, m: _profit(hp, m, main="sgd"),
         choices={"projection": ("global", "per_tensor")},
     ),
 }

@@ -592,3 +592,21 @@ def test_rejects_bad_update_inputs_with_clear_messages():
 def test_state_is_documented_namedtuple():
     assert ProfitState._fields == ("count", "theta_ref", "main_state", "ref_state", "diagnostics")
     assert "θ_ref" in ProfitState.__doc__
+
+
+def test_memory_lean_mode_is_wired_through_profit():
+    params = {"w": jnp.ones(3)}
+    tx = profit_optax.profit(optax.adam(1e-3), memory="lean")
+    state = tx.init(params)
+    assert isinstance(state, profit_optax.ProfitLeanState)
+    updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+    probe = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(
+        profit_optax.ref_params(probe, state)["w"],
+        profit_optax.lean_ref_params(probe, state)["w"],
+    )
+    assert "conflict" in profit_optax.diagnostics(state)
+    with pytest.raises(ValueError, match="reference optimizer"):
+        profit_optax.profit(optax.adam(1e-3), optax.sgd(1e-5), memory="lean")
+    with pytest.raises(ValueError, match="memory"):
+        profit_optax.profit(optax.adam(1e-3), memory="small")

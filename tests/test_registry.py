@@ -28,8 +28,9 @@ EXPECTED_METHODS = [
     "l2sp",
     "ftp",
     "profit",
+    "profit_sgd",
 ]
-EXPECTED_PERIOD = {"lookahead": 6, "sam": 2, "profit": 2}
+EXPECTED_PERIOD = {"lookahead": 6, "sam": 2, "profit": 2, "profit_sgd": 2}
 # Leaves that must never change, per method (layer names of the MLP below).
 FROZEN = {"head_only": {"Dense_0", "Dense_1"}, "freeze_embed_sgd": {"Dense_0"}}
 LR = {"sgd": 0.05, "freeze_embed_sgd": 0.05}

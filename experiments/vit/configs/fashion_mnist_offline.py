@@ -26,7 +26,8 @@ FASHION_MNIST_METHODS = methods(
         "freeze_embed_sgd": 3e-2,
         "l2sp": 3e-4,
         "ftp": 3e-4,
-        "profit": 3e-4,
+        "profit": 3e-4,  # PROFIT runs at its main optimizer's baseline learning rate
+        "profit_sgd": 3e-2,
     }
 )
 

@@ -1,0 +1,185 @@
+"""Pretraining on the old task and fine-tuning with a registry method on the new task."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from experiments.toy2d.config import FinetuneConfig, PretrainConfig
+from experiments.toy2d.data import Split, ToyData, batch_indices
+from experiments.toy2d.model import mse
+
+Params = Any
+
+
+class MethodLike(Protocol):
+    """The part of ``profit_optax.registry.Method`` that the fine-tuning loop uses."""
+
+    name: str
+    tx: optax.GradientTransformation
+
+    @property
+    def period(self) -> int: ...
+
+    def init_params(self, params: Params) -> Any: ...
+
+    def grad_params(self, stored: Any) -> Params: ...
+
+    def eval_params(self, stored: Any, opt_state: optax.OptState) -> Params: ...
+
+    def apply(self, stored: Any, updates: Any) -> Any: ...
+
+
+def _scan_steps(
+    step: Callable[[Any, jax.Array], tuple[Any, jax.Array]],
+) -> Callable[[Any, jax.Array], tuple[Any, jax.Array]]:
+    """jit(scan(step)) over a chunk of batch indices ``[chunk, batch]``."""
+    return jax.jit(lambda carry, idx: jax.lax.scan(step, carry, idx))
+
+
+def _chunks(total: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, total)) for s in range(0, total, size)]
+
+
+def init_params(model: nn.Module, seed: int) -> Params:
+    """Initial MLP parameters for ``seed``."""
+    return model.init(jax.random.key(seed), jnp.zeros((1, 2), jnp.float32))["params"]
+
+
+def pretrain(
+    model: nn.Module,
+    data: ToyData,
+    cfg: PretrainConfig,
+    seed: int,
+    *,
+    progress: bool = True,
+) -> tuple[Params, dict[str, float]]:
+    """Trains ``model`` from scratch on the old task with Adam (cosine-decayed lr).
+
+    Returns the converged parameters and their old/new validation MSE.
+    """
+    x, y = jnp.asarray(data.old.train.x), jnp.asarray(data.old.train.y)
+    schedule = optax.cosine_decay_schedule(
+        cfg.learning_rate, cfg.steps, alpha=cfg.final_learning_rate / cfg.learning_rate
+    )
+    tx = optax.adam(schedule)
+    params = init_params(model, seed)
+    opt_state = tx.init(params)
+
+    def step(carry, idx):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(mse, argnums=1)(model, params, x[idx], y[idx])
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    run = _scan_steps(step)
+    idx = batch_indices(x.shape[0], cfg.batch_size, cfg.steps, seed=_stream(seed, 1))
+    carry = (params, opt_state)
+    chunk = max(1, cfg.steps // 20)
+    with tqdm(
+        total=cfg.steps, desc=f"pretrain seed {seed}", disable=not progress, leave=False
+    ) as bar:
+        for s, e in _chunks(cfg.steps, chunk):
+            carry, _ = run(carry, jnp.asarray(idx[s:e]))
+            bar.update(e - s)
+    params = carry[0]
+    return params, evaluate(model, params, data.old.val, data.new.val)
+
+
+def evaluate(model: nn.Module, params: Params, old: Split, new: Split) -> dict[str, float]:
+    """Old- and new-task MSE of ``params`` on the given splits."""
+    return {
+        "old": float(_mse_jit(model, params, jnp.asarray(old.x), jnp.asarray(old.y))),
+        "new": float(_mse_jit(model, params, jnp.asarray(new.x), jnp.asarray(new.y))),
+    }
+
+
+_mse_jit = jax.jit(mse, static_argnums=0)
+
+
+def _stream(seed: int, purpose: int) -> int:
+    """Independent integer seed for one purpose (1: pretrain order, 2: fine-tune order)."""
+    return int(np.random.SeedSequence([seed, purpose]).generate_state(1)[0])
+
+
+def finetune_order(data: ToyData, cfg: FinetuneConfig, steps: int, seed: int) -> np.ndarray:
+    """The fine-tuning mini-batch order for ``seed``; shared by every method."""
+    return batch_indices(data.new.train.x.shape[0], cfg.batch_size, steps, _stream(seed, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneResult:
+    """Outcome of fine-tuning one method from one pretrained model."""
+
+    params: Params
+    test: dict[str, float]  # final old/new test MSE (empty if not evaluated)
+    val: dict[str, float]  # final old/new validation MSE
+    curve: list[dict[str, float]]  # {"step", "old", "new"} on the validation splits
+    wall_time: float  # seconds, including compilation
+
+
+def finetune(
+    method: MethodLike,
+    model: nn.Module,
+    params: Params,
+    data: ToyData,
+    order: np.ndarray,
+    eval_every: int,
+    *,
+    progress: bool = True,
+    evaluate_test: bool = True,
+) -> FinetuneResult:
+    """Fine-tunes ``params`` on the new task with ``method``, one batch per update call.
+
+    ``order`` (``[steps, batch]``) fixes the batches; ``steps`` must be a multiple of
+    ``method.period`` so that the run ends on a complete cycle. Gradients are taken at
+    ``method.grad_params(stored)``; errors are measured at ``method.eval_params(...)``.
+    """
+    steps = order.shape[0]
+    if steps % method.period:
+        raise ValueError(f"{steps} steps is not a multiple of {method.name}.period={method.period}")
+    x, y = jnp.asarray(data.new.train.x), jnp.asarray(data.new.train.y)
+    start = time.perf_counter()
+    stored = method.init_params(params)
+    opt_state = method.tx.init(stored)
+
+    def step(carry, idx):
+        stored, opt_state = carry
+        loss, grads = jax.value_and_grad(mse, argnums=1)(
+            model, method.grad_params(stored), x[idx], y[idx]
+        )
+        updates, opt_state = method.tx.update(grads, opt_state, stored)
+        return (method.apply(stored, updates), opt_state), loss
+
+    @jax.jit
+    def run(carry, idx):
+        carry, _ = jax.lax.scan(step, carry, idx)
+        return carry, method.eval_params(*carry)
+
+    curve = [{"step": 0, **evaluate(model, params, data.old.val, data.new.val)}]
+    carry = (stored, opt_state)
+    final = params
+    with tqdm(total=steps, desc=f"  {method.name}", disable=not progress, leave=False) as bar:
+        for s, e in _chunks(steps, eval_every):
+            carry, final = run(carry, jnp.asarray(order[s:e]))
+            bar.update(e - s)
+            if e % method.period == 0:
+                curve.append({"step": e, **evaluate(model, final, data.old.val, data.new.val)})
+    final = jax.block_until_ready(final)
+    wall = time.perf_counter() - start
+    return FinetuneResult(
+        params=final,
+        test=evaluate(model, final, data.old.test, data.new.test) if evaluate_test else {},
+        val=evaluate(model, final, data.old.val, data.new.val),
+        curve=curve,
+        wall_time=wall,
+    )
