@@ -101,6 +101,16 @@ def method_specs(names: list[str] | None = None) -> list[Spec]:
                     _force_profit,
                 )
             )
+    specs.append(
+        Spec(
+            "profit_lean",
+            profit_optax.profit(optax.adam(LR), None, memory="lean"),
+            1,
+            ident,
+            [("all", 0, 1, None)],
+            None,
+        )
+    )
     adv = optax.chain(optax.contrib.normalize(), optax.sgd(0.05))
     specs.append(
         Spec(
