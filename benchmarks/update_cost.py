@@ -405,11 +405,15 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def pass_table(results: dict[str, Any], methods=("adam", "profit_sgd_n1", "profit_auto_n1")) -> str:
-    """Per-phase op signatures of the first analysed configuration."""
-    cfg = next((c for c in results["configs"] if "analysis" in c), None)
-    if cfg is None:
+def pass_table(
+    results: dict[str, Any],
+    methods=("adam", "profit_sgd_n1", "profit_auto_n1", "profit_lean", "sam", "lookahead"),
+) -> str:
+    """Per-phase op signatures of the largest analysed configuration."""
+    cfgs = [c for c in results["configs"] if "analysis" in c]
+    if not cfgs:
         return ""
+    cfg = max(cfgs, key=lambda c: c["n_params"])
     lines = [f"Op signatures per phase ({cfg['dtype']}, {cfg['n_params']:,} parameters):", ""]
     for name in methods:
         if name not in cfg["analysis"]:
