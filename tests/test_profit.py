@@ -610,3 +610,20 @@ def test_memory_lean_mode_is_wired_through_profit():
         profit_optax.profit(optax.adam(1e-3), optax.sgd(1e-5), memory="lean")
     with pytest.raises(ValueError, match="memory"):
         profit_optax.profit(optax.adam(1e-3), memory="small")
+
+
+def test_ref_params_and_diagnostics_accept_nnx_optimizer_states():
+    from flax import nnx
+
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(
+        model, profit_optax.profit(optax.adam(1e-2), optax.sgd(1e-2)), wrt=nnx.Param
+    )
+    before = nnx.as_pure(nnx.state(model, nnx.Param))
+    grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones((4, 3))) ** 2))(model)
+    optimizer.update(model, grads)  # a reference call: the model is at the probe point
+    recovered = profit_optax.ref_params(nnx.state(model, nnx.Param), optimizer.opt_state)
+    for a, b in zip(jax.tree.leaves(recovered), jax.tree.leaves(before), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    diag = profit_optax.diagnostics(optimizer.opt_state)
+    assert isinstance(diag["conflict"], jax.Array)

@@ -7,14 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # no backend forced: Agg headless, inline in Jupyter
 import numpy as np
 
 
-def _color(cmap: Any, i: int) -> Any:
+def method_color(cmap: Any, i: int) -> Any:
     """Distinct colours for up to 20 series: tab20's dark shades first, then its light ones."""
     return cmap((2 * i) % 20 + (i // 10) % 2)
 
@@ -58,7 +55,7 @@ def plot_tradeoff(
             yerr=row[f"{y}_std"] * scale,
             fmt="o",
             capsize=3,
-            color=_color(colors, i),
+            color=method_color(colors, i),
             label=str(row[label_key]),
         )
     if reference_x is not None:
@@ -120,7 +117,7 @@ def plot_learning_curves(
             values = np.array([[v for _, v in c] for c in curves]) * scale
             mean = values.mean(0)
             std = values.std(0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
-            color = _color(colors, i)
+            color = method_color(colors, i)
             ax.plot(steps, mean, marker=".", color=color, label=str(label))
             if len(curves) > 1:
                 ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.15)

@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -559,6 +560,13 @@ def profit(
 # Reading the state.
 
 
+def _unwrap(tree: Any) -> Any:
+    """Plain arrays for trees holding wrapped leaves (``flax.nnx`` Variables such as the
+    ``OptArray``/``Param`` leaves of ``nnx.Optimizer`` states), as ``nnx.as_pure`` does."""
+    is_wrapped = lambda x: hasattr(x, "value") and not isinstance(x, jax.Array | np.ndarray)
+    return jax.tree.map(lambda x: x.value if is_wrapped(x) else x, tree, is_leaf=is_wrapped)
+
+
 def _contains(opt_state: Any, kind: type) -> bool:
     leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kind))
     return any(isinstance(x, kind) for x in leaves)
@@ -613,6 +621,7 @@ def ref_params(params: optax.Params, opt_state: Any) -> optax.Params:
     """
     from profit_optax._src.lean import ProfitLeanState, lean_ref_params
 
+    params, opt_state = _unwrap(params), _unwrap(opt_state)
     if _contains(opt_state, ProfitLeanState):
         return lean_ref_params(params, opt_state)
     state = find_profit_state(opt_state)
@@ -644,6 +653,7 @@ def diagnostics(opt_state: Any) -> dict[str, jax.Array]:
     """
     from profit_optax._src.lean import ProfitLeanState, find_profit_lean_state
 
+    opt_state = _unwrap(opt_state)
     if _contains(opt_state, ProfitLeanState):
         return find_profit_lean_state(opt_state).diagnostics._asdict()
     return find_profit_state(opt_state).diagnostics._asdict()
