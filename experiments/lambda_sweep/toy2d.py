@@ -40,13 +40,24 @@ QUICK_REF_SCALES = (0.1,)
 PROFIT_METHODS = ("profit", "profit_sgd")
 
 
-def lambda_equiv(count: np.ndarray, delta: np.ndarray, grad: np.ndarray) -> float:
-    """Median over main calls (after the first cycle) of ‖Δ‖ / ‖g‖: the SGD λ_ref that would
-    give the same displacement for a gradient of the main gradient's size."""
-    main = (count == 0) & (grad > 0)
-    main[: 2 * np.argmax(main) + 1] = False  # drop the first cycle (automatic rule: Δ = 0)
-    ratio = delta[main] / grad[main]
-    return float(np.median(ratio)) if ratio.size else float("nan")
+def projection_stats(count, delta, grad, conflict, removed) -> dict[str, float]:
+    """Over the main calls after the first cycle (the automatic rule has Δ = 0 in the first):
+
+    * ``lambda_equiv``: median ‖Δ‖ / ‖g‖, the SGD λ_ref that would give the same displacement
+      for a gradient of the main gradient's size;
+    * ``conflict_rate``: fraction of main calls whose gradient was projected;
+    * ``removed_frac``: mean ‖removed component‖ / ‖g‖ (how much of g the projection took away).
+    """
+    main = (count == 0) & (grad > 0) & np.isfinite(grad)
+    first = int(np.argmax(count == 0))
+    main[: first + 1] = False
+    if not main.any():
+        return {"lambda_equiv": None, "conflict_rate": None, "removed_frac": None}
+    return {
+        "lambda_equiv": float(np.median(delta[main] / grad[main])),
+        "conflict_rate": float(np.mean(conflict[main])),
+        "removed_frac": float(np.mean(removed[main] / grad[main])),
+    }
 
 
 def make_runner(cfg, methods, seeds, progress: bool = False):
@@ -75,7 +86,7 @@ def make_runner(cfg, methods, seeds, progress: bool = False):
             grads = jax.grad(mse, argnums=1)(model, method.grad_params(stored), x[idx], y[idx])
             updates, state = method.tx.update(grads, state, stored)
             d = diagnostics(state)
-            out = (state.count, d["delta_norm"], d["grad_norm"])
+            out = (state.count, d["delta_norm"], d["grad_norm"], d["conflict"], d["removed_norm"])
             return (method.apply(stored, updates), state), out
 
         @jax.jit
@@ -94,7 +105,7 @@ def make_runner(cfg, methods, seeds, progress: bool = False):
         d = data[seed]
         order = train.finetune_order(d, cfg.finetune, steps, seed)
         t0 = time.perf_counter()
-        final, (count, delta, grad) = run(
+        final, diag = run(
             pre[seed], jnp.asarray(d.new.train.x), jnp.asarray(d.new.train.y), jnp.asarray(order)
         )
         final = jax.block_until_ready(final)
@@ -106,11 +117,16 @@ def make_runner(cfg, methods, seeds, progress: bool = False):
             "new_val": val["new"],
             "old_test": test["old"],
             "new_test": test["new"],
-            "lambda_equiv": lambda_equiv(*map(np.asarray, (count, delta, grad))),
+            **projection_stats(*map(np.asarray, diag)),
             "steps": steps,
             "time_s": elapsed,
         }
 
+    def reference() -> dict[str, float]:
+        rows = [train.evaluate(model, pre[s], data[s].old.test, data[s].new.test) for s in seeds]
+        return sw.reference_stats([{"old_test": r["old"], "new_test": r["new"]} for r in rows])
+
+    run_fn.reference = reference
     return run_fn
 
 
@@ -134,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     methods = {n: dict(DEFAULT_METHODS[n]) for n in args.methods}
     points = sw.make_points(methods, ratios, scales)
     t0 = time.perf_counter()
-    records = sw.run_sweep(points, seeds, make_runner(cfg, methods, seeds))
+    run_fn = make_runner(cfg, methods, seeds)
+    records = sw.run_sweep(points, seeds, run_fn)
     total = time.perf_counter() - t0
     summary = sw.summarize(records, METRIC)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -160,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         records=records,
         summary=summary,
         meta=meta,
+        reference=run_fn.reference(),
     )
     print(paths["md"].read_text())
     print(f"wrote {', '.join(map(str, paths.values()))} in {total:.1f}s")

@@ -113,13 +113,20 @@ def make_runner(config: ml_collections.ConfigDict, model_factory, workdir: Path,
         grad = float(d["grad_norm"])
         return {
             **{k: result.history[-1][k] for k in ("old_val", "new_val", "old_test", "new_test")},
+            # last main step only (a snapshot; the toy averages over the run)
             "lambda_equiv": float(d["delta_norm"]) / grad if grad > 0 else None,
+            "conflict_rate": float(d["conflict"]),
+            "removed_frac": float(d["removed_norm"]) / grad if grad > 0 else None,
             "steps": ft.num_steps,
             "time_s": result.train_time_s + result.compile_time_s,
             "train_time_s": result.train_time_s,
             "compile_time_s": result.compile_time_s,
         }
 
+    def reference() -> dict[str, float]:
+        return sw.reference_stats([eval_fn(params)])  # no fine-tuning: one number, std 0
+
+    run_fn.reference = reference
     return run_fn, pre_summary
 
 
@@ -227,6 +234,7 @@ def main(
         records=records,
         summary=summary,
         meta=meta,
+        reference=run_fn.reference(),
         digits=2,
     )
     print(paths["md"].read_text())
