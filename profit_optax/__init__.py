@@ -11,6 +11,13 @@ method live here too.
 from profit_optax import masks, registry
 from profit_optax._src.ftp import FTPState, default_reduce_axes, ftp
 from profit_optax._src.l2sp import L2SPState, l2sp
+from profit_optax._src.lean import (
+    ProfitLeanState,
+    find_first_moment,
+    find_profit_lean_state,
+    lean_ref_params,
+    profit_lean,
+)
 from profit_optax._src.profit import (
     AutoReferenceState,
     ProfitDiagnostics,
@@ -20,6 +27,7 @@ from profit_optax._src.profit import (
     profit,
     ref_params,
 )
+from profit_optax._src.warmup import WarmupThenState, warmup_then
 
 __version__ = "0.1.0"
 
@@ -28,14 +36,21 @@ __all__ = [
     "FTPState",
     "L2SPState",
     "ProfitDiagnostics",
+    "ProfitLeanState",
     "ProfitState",
+    "WarmupThenState",
     "default_reduce_axes",
     "diagnostics",
+    "find_first_moment",
+    "find_profit_lean_state",
     "find_profit_state",
     "ftp",
     "l2sp",
+    "lean_ref_params",
     "masks",
     "profit",
+    "profit_lean",
     "ref_params",
     "registry",
+    "warmup_then",
 ]

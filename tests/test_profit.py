@@ -592,3 +592,38 @@ def test_rejects_bad_update_inputs_with_clear_messages():
 def test_state_is_documented_namedtuple():
     assert ProfitState._fields == ("count", "theta_ref", "main_state", "ref_state", "diagnostics")
     assert "θ_ref" in ProfitState.__doc__
+
+
+def test_memory_lean_mode_is_wired_through_profit():
+    params = {"w": jnp.ones(3)}
+    tx = profit_optax.profit(optax.adam(1e-3), memory="lean")
+    state = tx.init(params)
+    assert isinstance(state, profit_optax.ProfitLeanState)
+    updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+    probe = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(
+        profit_optax.ref_params(probe, state)["w"],
+        profit_optax.lean_ref_params(probe, state)["w"],
+    )
+    assert "conflict" in profit_optax.diagnostics(state)
+    with pytest.raises(ValueError, match="reference optimizer"):
+        profit_optax.profit(optax.adam(1e-3), optax.sgd(1e-5), memory="lean")
+    with pytest.raises(ValueError, match="memory"):
+        profit_optax.profit(optax.adam(1e-3), memory="small")
+
+
+def test_ref_params_and_diagnostics_accept_nnx_optimizer_states():
+    from flax import nnx
+
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(
+        model, profit_optax.profit(optax.adam(1e-2), optax.sgd(1e-2)), wrt=nnx.Param
+    )
+    before = nnx.as_pure(nnx.state(model, nnx.Param))
+    grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones((4, 3))) ** 2))(model)
+    optimizer.update(model, grads)  # a reference call: the model is at the probe point
+    recovered = profit_optax.ref_params(nnx.state(model, nnx.Param), optimizer.opt_state)
+    for a, b in zip(jax.tree.leaves(recovered), jax.tree.leaves(before), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    diag = profit_optax.diagnostics(optimizer.opt_state)
+    assert isinstance(diag["conflict"], jax.Array)

@@ -195,6 +195,9 @@ def test_profit_hparams():
     assert method.period == 4
     assert dict(method.hparams) == {
         "learning_rate": 1e-2,
+        "b1": 0.9,
+        "b2": 0.999,
+        "eps": 1e-8,
         "n_ref": 3,
         "ref_learning_rate": 1e-4,
         "projection": "per_tensor",

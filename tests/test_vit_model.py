@@ -34,8 +34,15 @@ def vit_formula(width, depth, mlp_dim, *, image, patch, channels, num_classes, c
 
 @pytest.mark.parametrize(
     "variant, expected",
-    # timm's vit_tiny/small_patch16_224 have the same 5.72M / 22.05M parameters.
-    [("Ti/16", 5_717_224), ("S/16", 22_050_280)],
+    # timm's vit_tiny/small_patch16_224 have the same 5.72M / 22.05M parameters; its
+    # base/large (86,567,656 / 304,326,632) have `width` more: their position embedding
+    # also covers the class token, big_vision's (and ours) covers the patches only.
+    [
+        ("Ti/16", 5_717_224),
+        ("S/16", 22_050_280),
+        ("B/16", 86_567_656 - 768),
+        ("L/16", 304_326_632 - 1024),
+    ],
 )
 def test_imagenet_parameter_counts(variant, expected):
     model = vit(variant, 1000)

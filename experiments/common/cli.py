@@ -4,6 +4,11 @@ Usage, as in the official Flax examples::
 
     python -m experiments.vit.main --config experiments/vit/configs/fashion_mnist_offline.py \
         --workdir runs/vit_fmnist [--config.quick=True] [--config.finetune.only=adam,profit]
+
+On several hosts every host runs the same command; ``jax.distributed`` starts
+from the flags of :func:`experiments.common.distributed.define_flags`
+(``--distributed``, ``--coordinator_address``, ``--num_processes``,
+``--process_id``, ``--local_device_ids``), see docs/scale_out.md.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.common import distributed
 from experiments.common.transfer import MaskFn, ModelFactory, run_transfer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -22,6 +28,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 
 
 def hide_gpus_from_tensorflow() -> None:
@@ -45,12 +52,18 @@ def make_main(
     def main(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+        # Before anything touches a jax device: join the other processes, if any.
+        distributed.initialize()
+        main_process = distributed.is_main_process()
+        if not main_process:  # only process 0 logs (warnings and errors still show)
+            logging.set_verbosity(logging.WARNING)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         hide_gpus_from_tensorflow()
         config = _CONFIG.value
         workdir = Path(_WORKDIR.value)
-        run_transfer(config, model_factory, workdir, mask_fn=mask_fn)
-        logging.info("Results written to %s", workdir)
-        print((workdir / "results.md").read_text())
+        run_transfer(config, model_factory, workdir, mask_fn=mask_fn, progress=main_process)
+        if main_process:
+            logging.info("Results written to %s", workdir)
+            print((workdir / "results.md").read_text())
 
     return main

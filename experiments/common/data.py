@@ -91,6 +91,24 @@ def subsample(ds: ArrayDataset, max_examples: int | None, *, seed: int = 0) -> A
     return ArrayDataset(ds.images[keep], ds.labels[keep], ds.class_names)
 
 
+def _prepare_once(name: str, data_dir: str | None) -> None:
+    """Runs the dataset's preparer; with several processes, process 0 first.
+
+    The others wait for it and then find the dataset prepared (a shared
+    ``data_dir``) or prepare their own copy: never two writers at once.
+    """
+    if jax.process_count() == 1:
+        DATASET_PREPARERS[name](data_dir)
+        return
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        DATASET_PREPARERS[name](data_dir)
+    multihost_utils.sync_global_devices(f"prepare {name}")
+    if jax.process_index() != 0:
+        DATASET_PREPARERS[name](data_dir)
+
+
 def load_tfds_split(
     name: str, split: str, *, data_dir: str | None = None, prepare: bool = True
 ) -> ArrayDataset:
@@ -104,7 +122,7 @@ def load_tfds_split(
         from local IDX files, see :mod:`experiments.data.fashion_mnist`).
     """
     if prepare and name in DATASET_PREPARERS:
-        DATASET_PREPARERS[name](data_dir)
+        _prepare_once(name, data_dir)
     ds, info = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True, with_info=True)
     # Concatenating large batches rather than `batch_size=-1`: the latter asks for
     # one batch of the whole split, which aborts on datasets of unknown cardinality

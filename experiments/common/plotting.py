@@ -7,11 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # no backend forced: Agg headless, inline in Jupyter
 import numpy as np
+
+
+def method_color(cmap: Any, i: int) -> Any:
+    """Distinct colours for up to 20 series: tab20's dark shades first, then its light ones."""
+    return cmap((2 * i) % 20 + (i // 10) % 2)
 
 
 def plot_tradeoff(
@@ -44,7 +46,7 @@ def plot_tradeoff(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7.6, 4.8), dpi=120)
-    colors = plt.get_cmap("tab10")
+    colors = plt.get_cmap("tab20")
     for i, row in enumerate(rows):
         ax.errorbar(
             row[f"{x}_mean"] * scale,
@@ -53,7 +55,7 @@ def plot_tradeoff(
             yerr=row[f"{y}_std"] * scale,
             fmt="o",
             capsize=3,
-            color=colors(i % 10),
+            color=method_color(colors, i),
             label=str(row[label_key]),
         )
     if reference_x is not None:
@@ -100,7 +102,7 @@ def plot_learning_curves(
     fig, axes = plt.subplots(
         1, len(metrics), figsize=(4.8 * len(metrics), 3.8), dpi=120, squeeze=False
     )
-    colors = plt.get_cmap("tab10")
+    colors = plt.get_cmap("tab20")
     for ax, (metric, panel_title) in zip(axes[0], metrics, strict=True):
         for i, label in enumerate(labels):
             curves = []
@@ -115,9 +117,12 @@ def plot_learning_curves(
             values = np.array([[v for _, v in c] for c in curves]) * scale
             mean = values.mean(0)
             std = values.std(0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
-            ax.plot(steps, mean, marker=".", color=colors(i % 10), label=str(label))
+            color = method_color(colors, i)
+            ax.plot(steps, mean, marker=".", color=color, label=str(label))
             if len(curves) > 1:
-                ax.fill_between(steps, mean - std, mean + std, color=colors(i % 10), alpha=0.15)
+                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.15)
+        if "loss" in metric:  # a diverging run would flatten every other curve
+            ax.set_yscale("log")
         ax.set_title(panel_title)
         ax.set_xlabel("update calls (= gradient evaluations)")
         ax.grid(alpha=0.3)

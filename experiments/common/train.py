@@ -17,14 +17,21 @@ equal compute budgets; budgets must be multiples of ``method.period``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
+
+from experiments.common import distributed
 
 PyTree = Any
 Batch = Mapping[str, Any]
@@ -73,14 +80,101 @@ def method_period(method: MethodLike) -> int:
     return int(getattr(method, "period", 1))
 
 
+@dataclasses.dataclass(frozen=True)
+class DataParallel:
+    """Data parallelism over a 1-D mesh of every process's devices (``jax.distributed``).
+
+    Parameters, optimizer state and PRNG keys are replicated global arrays
+    (``NamedSharding(mesh, P())``); batches are split along their first
+    dimension over ``axis``. Every process iterates over the same host batches
+    (same seed) and contributes only the rows its own devices hold
+    (:func:`experiments.common.distributed.process_batch_rows`).
+    """
+
+    mesh: jax.sharding.Mesh
+    axis: str = "data"
+
+    @classmethod
+    def over_all_devices(cls, axis: str = "data") -> DataParallel:
+        """A mesh over ``jax.devices()`` of all processes (ordered by process).
+
+        ``Auto`` axis type: the models need no sharding annotations (the
+        compiler propagates the batch sharding).
+        """
+        mesh = jax.make_mesh((jax.device_count(),), (axis,), axis_types=(AxisType.Auto,))
+        return cls(mesh, axis)
+
+    @property
+    def num_shards(self) -> int:
+        return int(self.mesh.shape[self.axis])
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+    def replicate(self, tree: PyTree) -> PyTree:
+        """Global arrays replicated on the mesh from values that are equal on every process.
+
+        Leaves that are already global arrays (not fully addressable) are
+        resharded to replicated if they are not (every process takes part).
+        """
+        sharding = self.replicated
+
+        def put(x):
+            if isinstance(x, jax.Array) and not x.is_fully_addressable:
+                return jax.device_put(x, sharding)
+            if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+                data = put(jax.random.key_data(x))
+                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+            host = np.asarray(jax.device_get(x))
+            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+        return jax.tree.map(put, tree)
+
+    def shard_batch(self, batch: Batch, *, pad: bool = False) -> Batch:
+        """The global batch assembled from this process's rows of the host ``batch``.
+
+        Args:
+          batch: dict of NumPy arrays, the same on every process.
+          pad: zero-pad the batch to a multiple of the number of devices (only
+            for batches with a ``mask`` of real rows, i.e. evaluation batches).
+        """
+        size = len(next(iter(batch.values())))
+        if pad and size % self.num_shards:
+            if "mask" not in batch:
+                raise ValueError("only batches with a 'mask' can be padded")
+            extra = self.num_shards - size % self.num_shards
+            batch = {
+                k: np.concatenate([v, np.zeros((extra, *v.shape[1:]), v.dtype)])
+                for k, v in batch.items()
+            }
+            size += extra
+        rows = distributed.process_batch_rows(self.mesh, self.axis, size)
+        local = {k: np.asarray(v)[rows] for k, v in batch.items()}
+        return distributed.global_batch(local, self.mesh, self.axis, size)
+
+    def restore(self, path: str | os.PathLike[str], like: PyTree) -> PyTree:
+        """Restores an Orbax checkpoint of ``like``'s structure as replicated global arrays."""
+        import orbax.checkpoint as ocp
+
+        sharding = self.replicated
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), like
+        )
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(Path(path).absolute(), abstract)
+
+
 def make_train_step(
-    method: MethodLike, loss_fn: LossFn
+    method: MethodLike, loss_fn: LossFn, parallel: DataParallel | None = None
 ) -> Callable[[PyTree, optax.OptState, Batch, jax.Array], tuple[PyTree, optax.OptState, dict]]:
     """Returns ``step(stored, opt_state, batch, rng) -> (stored, opt_state, metrics)``, jitted.
 
     Inputs are not donated: methods may legitimately alias buffers between
     ``stored`` and ``opt_state`` (Lookahead's synced fast/slow weights, a
     reference point equal to the parameters), which XLA cannot donate twice.
+    With ``parallel`` the batch is split over its mesh and everything else
+    (inputs and outputs) is replicated.
     """
 
     def step(stored, opt_state, batch, rng):
@@ -90,7 +184,11 @@ def make_train_step(
         stored = method.apply(stored, updates)
         return stored, opt_state, {"loss": loss, **aux}
 
-    return jax.jit(step)
+    if parallel is None:
+        return jax.jit(step)
+    rep = parallel.replicated
+    batch_sharding = NamedSharding(parallel.mesh, P(parallel.axis))
+    return jax.jit(step, in_shardings=(rep, rep, batch_sharding, rep), out_shardings=rep)
 
 
 @dataclasses.dataclass
@@ -128,10 +226,14 @@ class Trainer:
     as an L2-SP anchor), hence a new ``Trainer``.
     """
 
-    def __init__(self, method: MethodLike, loss_fn: LossFn):
+    def __init__(self, method: MethodLike, loss_fn: LossFn, parallel: DataParallel | None = None):
         self.method = method
-        self.step_fn = make_train_step(method, loss_fn)
-        self.eval_params_fn = jax.jit(method.eval_params)
+        self.parallel = parallel
+        self.step_fn = make_train_step(method, loss_fn, parallel)
+        if parallel is None:
+            self.eval_params_fn = jax.jit(method.eval_params)
+        else:
+            self.eval_params_fn = jax.jit(method.eval_params, out_shardings=parallel.replicated)
         self._compiled_step: Callable | None = None
 
     def fit(
@@ -176,8 +278,16 @@ class Trainer:
         eval_points = set(range(eval_every, num_steps + 1, eval_every)) if eval_every else set()
         eval_points.add(num_steps)
 
-        stored = method.init_params(params)
-        opt_state = method.tx.init(stored)
+        parallel = self.parallel
+        if parallel is None:
+            stored = method.init_params(params)
+            opt_state = method.tx.init(stored)
+            next_batch = lambda: next(batches)
+        else:  # replicated global arrays; each process feeds its rows of every batch
+            stored = method.init_params(parallel.replicate(params))
+            opt_state = jax.jit(method.tx.init, out_shardings=parallel.replicated)(stored)
+            rng = parallel.replicate(rng)
+            next_batch = lambda: parallel.shard_batch(next(batches))
 
         history: list[dict[str, float]] = []
         eval_time = 0.0
@@ -196,7 +306,7 @@ class Trainer:
 
         sums: dict[str, jax.Array] = {}
         count = 0
-        first_batch = next(batches)
+        first_batch = next_batch()
         compile_time = 0.0
         if self._compiled_step is None:
             t0 = time.perf_counter()
@@ -212,7 +322,7 @@ class Trainer:
             stored, opt_state, metrics = step_fn(
                 stored,
                 opt_state,
-                first_batch if step == 1 else next(batches),
+                first_batch if step == 1 else next_batch(),
                 jax.random.fold_in(rng, step),
             )
             sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
@@ -243,20 +353,24 @@ def train(
     loss_fn: LossFn,
     batches: Iterator[Batch],
     num_steps: int,
+    parallel: DataParallel | None = None,
     **kwargs: Any,
 ) -> TrainResult:
-    """One run: ``Trainer(method, loss_fn).fit(params, batches, num_steps, **kwargs)``."""
-    return Trainer(method, loss_fn).fit(params, batches, num_steps, **kwargs)
+    """One run: ``Trainer(method, loss_fn, parallel).fit(params, batches, num_steps, **kwargs)``."""
+    return Trainer(method, loss_fn, parallel).fit(params, batches, num_steps, **kwargs)
 
 
 def make_classifier_eval(
     apply_fn: Callable[[PyTree, jax.Array], jax.Array],
+    parallel: DataParallel | None = None,
 ) -> Callable[[PyTree, Iterable[Batch]], dict[str, float]]:
     """Returns ``evaluate(params, batches) -> {"accuracy", "loss"}`` for a classifier.
 
     Args:
       apply_fn: ``apply_fn(params, images) -> logits`` (traced inside one jitted
         per-batch function, compiled once per batch shape).
+      parallel: split each batch over this mesh (zero-padded to a multiple of
+        its devices); ``params`` must then be replicated global arrays.
 
     The batches carry a float ``mask`` of real examples (see
     :func:`experiments.common.data.eval_batches`); padded rows are ignored.
@@ -273,6 +387,8 @@ def make_classifier_eval(
     def evaluate(params: PyTree, batches: Iterable[Batch]) -> dict[str, float]:
         totals = None
         for batch in batches:
+            if parallel is not None:
+                batch = parallel.shard_batch(batch, pad=True)
             sums = batch_sums(params, batch)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         if totals is None:

@@ -24,6 +24,13 @@ Protocol (PROFIT paper, CIFAR-10 -> CIFAR-100 style):
 
 4. **Report** per-run metrics JSON, a table (mean ± std over seeds) as
    JSON/CSV/Markdown, and PNG plots (old vs new accuracy, learning curves).
+
+With several processes (``jax.distributed``, see
+:mod:`experiments.common.distributed`) the same code runs data-parallel over a
+1-D mesh of all devices (:class:`~experiments.common.train.DataParallel`):
+every process reads the same batches and feeds its own rows; all processes
+compute and save checkpoints (``workdir`` must be on a filesystem that they
+share); only process 0 writes the JSON/CSV/Markdown results and plots.
 """
 
 from __future__ import annotations
@@ -42,9 +49,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
-from experiments.common import checkpoint, plotting, results
+from experiments.common import checkpoint, distributed, plotting, results
 from experiments.common.data import (
     ArrayDataset,
     eval_batches,
@@ -55,6 +63,7 @@ from experiments.common.data import (
     train_batches,
 )
 from experiments.common.train import (
+    DataParallel,
     LossFn,
     MethodLike,
     PlainOptax,
@@ -233,8 +242,11 @@ def pretrain(
     workdir: Path,
     *,
     progress: bool = True,
+    parallel: DataParallel | None = None,
 ) -> tuple[PyTree, dict[str, Any]]:
     """Pretrains ``model`` on the old task, or restores the matching checkpoint.
+
+    With ``parallel`` the returned parameters are replicated global arrays.
 
     Returns:
       ``(params, summary)``; ``summary`` is also written to ``pretrain/pretrain.json``.
@@ -248,11 +260,13 @@ def pretrain(
     if summary is not None:
         logging.info("Restoring the pretrained model from %s", ckpt_dir)
         template = jax.eval_shape(lambda: init_params(model, data.old_train, jax.random.key(0)))
+        if parallel is not None:
+            return parallel.restore(ckpt_dir, template), summary
         return checkpoint.restore_pytree(ckpt_dir, template), summary
 
     init_rng, train_rng = jax.random.split(jax.random.key(cfg.seed))
     params = init_params(model, data.old_train, init_rng)
-    evaluate = make_classifier_eval(make_apply_fn(model))
+    evaluate = make_classifier_eval(make_apply_fn(model), parallel)
     eval_fn = lambda p: {
         "old_acc": evaluate(p, eval_batches(data.old_test, config.eval_batch_size))["accuracy"]
     }
@@ -267,8 +281,9 @@ def pretrain(
         eval_every=cfg.eval_every,
         desc="pretrain",
         progress=progress,
+        parallel=parallel,
     )
-    checkpoint.save_pytree(ckpt_dir, result.eval_params)
+    checkpoint.save_pytree(ckpt_dir, result.eval_params)  # every process takes part
     summary = {
         "fingerprint": pretrain_fingerprint(config),
         "old_acc": result.history[-1]["old_acc"],
@@ -279,7 +294,8 @@ def pretrain(
         "compile_time_s": result.compile_time_s,
         "history": result.history,
     }
-    results.write_json(workdir / "pretrain" / "pretrain.json", summary)
+    if distributed.is_main_process():
+        results.write_json(workdir / "pretrain" / "pretrain.json", summary)
     return result.eval_params, summary
 
 
@@ -342,6 +358,7 @@ def run_transfer(
     method_factory: MethodFactory | None = None,
     mask_fn: MaskFn | None = None,
     progress: bool = True,
+    parallel: DataParallel | None = None,
 ) -> list[dict[str, Any]]:
     """Runs the whole experiment (see the module docstring) and writes its outputs.
 
@@ -355,15 +372,24 @@ def run_transfer(
       mask_fn: ``params -> dict`` of extra factory kwargs (``head_mask``,
         ``embed_mask``) built from the fine-tuning params; default
         :func:`default_mask_fn`.
-      progress: show progress bars.
+      progress: show progress bars (on process 0 only).
+      parallel: data parallelism over several processes; default:
+        ``DataParallel.over_all_devices()`` when ``jax.process_count() > 1``,
+        otherwise none (a single process runs on its default device).
 
     Returns:
-      The aggregated table rows (also written to ``<workdir>/results.*``).
+      The aggregated table rows (also written to ``<workdir>/results.*`` by
+      process 0).
     """
     config = resolve_config(config)
+    if parallel is None and jax.process_count() > 1:
+        parallel = DataParallel.over_all_devices()
+    main_process = distributed.is_main_process()
+    progress = progress and main_process
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    results.write_json(workdir / "config.json", config.to_dict())
+    if main_process:
+        results.write_json(workdir / "config.json", config.to_dict())
     method_factory = method_factory or default_method_factory()
     methods = selected_methods(config)
     ft = config.finetune
@@ -382,11 +408,13 @@ def run_transfer(
     )
     old_model = model_factory(config.model, data.old_train.num_classes)
     new_model = model_factory(config.model, data.new_train.num_classes)
-    pretrained, pre_summary = pretrain(config, old_model, data, workdir, progress=progress)
+    pretrained, pre_summary = pretrain(
+        config, old_model, data, workdir, progress=progress, parallel=parallel
+    )
     old_head = pretrained[HEAD]
 
-    evaluate_old = make_classifier_eval(make_apply_fn(old_model))
-    evaluate_new = make_classifier_eval(make_apply_fn(new_model))
+    evaluate_old = make_classifier_eval(make_apply_fn(old_model), parallel)
+    evaluate_new = make_classifier_eval(make_apply_fn(new_model), parallel)
 
     def eval_fn(params: PyTree) -> dict[str, float]:
         old = evaluate_old(
@@ -402,6 +430,8 @@ def run_transfer(
 
     loss_fn = make_loss_fn(new_model, config.augment)
     params = finetune_params(pretrained, new_model, data.new_train)
+    if parallel is not None:
+        params = parallel.replicate(params)
     extra = (mask_fn or default_mask_fn)(params)
     records: list[dict[str, Any]] = []
     for label, spec in methods.items():
@@ -413,13 +443,15 @@ def run_transfer(
             fingerprint = _fingerprint(
                 pre_summary["fingerprint"], config.new_task.to_dict(), budget, spec, seed
             )
-            if run_path.exists() and results.read_json(run_path).get("fingerprint") == fingerprint:
+            if _all_agree(
+                run_path.exists() and results.read_json(run_path).get("fingerprint") == fingerprint
+            ):
                 logging.info("Reusing %s", run_path)
                 records.append(results.read_json(run_path))
                 continue
             if trainer is None:
                 trainer = Trainer(
-                    method_factory(spec["method"], params, **extra, **hparams), loss_fn
+                    method_factory(spec["method"], params, **extra, **hparams), loss_fn, parallel
                 )
             method = trainer.method
             result = trainer.fit(
@@ -453,7 +485,8 @@ def run_transfer(
                 "history": result.history,
                 "fingerprint": fingerprint,
             }
-            results.write_json(run_path, record)
+            if main_process:
+                results.write_json(run_path, record)
             records.append(record)
             logging.info(
                 "%s seed %d: old %.4f new %.4f (%.1fs)",
@@ -464,6 +497,15 @@ def run_transfer(
                 record["train_time_s"],
             )
     return write_report(config, workdir, records, pre_summary)
+
+
+def _all_agree(flag: bool) -> bool:
+    """Process 0's ``flag`` on every process (all must take the same branch)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 #: Table columns: (metric, title, scale, digits).
@@ -481,9 +523,14 @@ def write_report(
     records: list[dict[str, Any]],
     pre_summary: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
-    """Writes ``results.{json,csv,md}`` and the PNG plots; returns the table rows."""
+    """Writes ``results.{json,csv,md}`` and the PNG plots; returns the table rows.
+
+    Only process 0 writes; the others just return the rows.
+    """
     metrics = [c[0] for c in TABLE_COLUMNS]
     rows = results.aggregate(records, group_by="label", metrics=metrics, keep=("method",))
+    if not distributed.is_main_process():
+        return rows
     reference = {
         "label": "pretrained (no fine-tuning)",
         "method": "-",

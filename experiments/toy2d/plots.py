@@ -6,17 +6,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # no backend forced: Agg headless, inline in Jupyter
 import numpy as np
 
+from experiments.common.plotting import method_color
 from experiments.toy2d import data as data_lib
 from experiments.toy2d.config import DataConfig
 
 LIMITS = (-3.0, 3.0, -2.5, 2.5)  # x1 min, x1 max, x2 min, x2 max of the plotted window
 DIVERGED = 10.0  # sweep trials with a validation MSE above this are reported as diverged
+
 OLD_COLOR, NEW_COLOR = "tab:blue", "tab:orange"
 LABELS = {
     "pretrained": "pretrained (before)",
@@ -139,10 +138,10 @@ def plot_slice(model: Any, params: Mapping[str, Any], cfg: DataConfig, path: Pat
 def plot_tradeoff(summary: Mapping[str, Mapping[str, float]], path: Path) -> None:
     """Old- vs new-data test MSE per method, mean ± std over seeds (log-log)."""
     fig, ax = plt.subplots(figsize=(8, 6), constrained_layout=True)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")
     markers = "osD^v<>phX"
     for i, (name, s) in enumerate(summary.items()):
-        color = "black" if name == "pretrained" else cmap(i % 10)
+        color = "black" if name == "pretrained" else method_color(cmap, i)
         marker = "*" if name in ("profit", "pretrained") else markers[i % len(markers)]
         mx, my = s["new_test_mean"], s["old_test_mean"]
         # Log axes: a lower bar reaching below zero (std > mean) is clipped at mean / 10.
@@ -186,7 +185,7 @@ def plot_tradeoff(summary: Mapping[str, Mapping[str, float]], path: Path) -> Non
 def plot_curves(curves: Mapping[str, list[list[Mapping[str, float]]]], path: Path) -> None:
     """Old- and new-data validation MSE during fine-tuning, mean over seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True, sharex=True)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")
     for i, (name, runs) in enumerate(curves.items()):
         steps = [c["step"] for c in runs[0]]
         for ax, key in zip(axes, ["old", "new"], strict=True):
@@ -194,7 +193,7 @@ def plot_curves(curves: Mapping[str, list[list[Mapping[str, float]]]], path: Pat
             ax.plot(
                 steps,
                 vals,
-                color=cmap((i + 1) % 10),
+                color=method_color(cmap, i + 1),
                 lw=2.2 if name == "profit" else 1.2,
                 label=name,
             )
@@ -217,13 +216,13 @@ def plot_sweep(result: Mapping[str, Any], path: Path) -> None:
     Non-finite trials (diverged) are left out.
     """
     fig, ax = plt.subplots(figsize=(8, 6), constrained_layout=True)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")
     shown = lambda t: all(
         np.isfinite(t[k]) and t[k] < DIVERGED for k in ("old_val_mean", "new_val_mean")
     )
     n_hidden = 0
     for i, (name, trials) in enumerate(result["trials"].items()):
-        color = cmap((i + 1) % 10)
+        color = method_color(cmap, i + 1)
         groups: dict[tuple, list] = {}
         for t in trials:
             key = tuple(sorted((k, v) for k, v in t["hparams"].items() if k != "learning_rate"))

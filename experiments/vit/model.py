@@ -28,6 +28,7 @@ VARIANTS: dict[str, dict[str, int]] = {
     "Ti": {"width": 192, "depth": 12, "num_heads": 3, "mlp_dim": 768},
     "S": {"width": 384, "depth": 12, "num_heads": 6, "mlp_dim": 1536},
     "B": {"width": 768, "depth": 12, "num_heads": 12, "mlp_dim": 3072},
+    "L": {"width": 1024, "depth": 24, "num_heads": 16, "mlp_dim": 4096},
 }
 
 

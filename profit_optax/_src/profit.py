@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -167,50 +168,48 @@ def _zero_diagnostics() -> ProfitDiagnostics:
     return ProfitDiagnostics(z(), z(), z(), z(), z(), jnp.zeros((), jnp.int32))
 
 
-_BLOCK = 2048  # elements summed sequentially before a pairwise sum of the block sums
-
-
-def _sums3(a: jax.Array, b: jax.Array, c: jax.Array, axes: tuple[int, ...]) -> tuple:
-    zero = jnp.zeros((), a.dtype)
-    return jax.lax.reduce(
-        (a, b, c),
-        (zero, zero, zero),
-        lambda x, y: (x[0] + y[0], x[1] + y[1], x[2] + y[2]),
-        axes,
-    )
-
-
 def _projection_sums(grads: optax.Updates, delta: optax.Updates) -> jax.Array:
     """Per leaf (⟨g, Δ⟩, ‖Δ‖², ‖g‖²), shape ``(n_leaves, 3)``, in float32 (float64
     when an input is float64).
 
-    One pass over g and Δ's inputs for all three sums: a variadic reduction
-    (three ``jnp.sum`` calls read them up to seven times on XLA:CPU). It runs
-    over blocks of ``_BLOCK`` elements whose sums are then added pairwise, which
-    keeps the float32 error at the level of ``jnp.sum`` (a single sequential
-    variadic reduction over 10⁷ elements was off by 1.6%).
+    Three plain ``jnp.sum`` reductions. A single fused variadic ``lax.reduce``
+    reads g and Δ's inputs once instead of up to seven times on one CPU device,
+    but it is not sharding-friendly: under explicit mesh axes its reshape does not
+    trace, and under automatic axes XLA all-gathers Δ to compute it. The plain
+    sums partition into local partial sums plus one small all-reduce, which XLA
+    combines across leaves (``tests/test_collectives.py``).
     """
 
     def sums(g, d):
         acc = jnp.promote_types(_acc_dtype(g.dtype), _acc_dtype(d.dtype))
-        g32 = g.astype(acc).reshape(-1)
-        d32 = d.astype(acc).reshape(-1)
-        n = g32.size
-        k = n // _BLOCK
-        total = jnp.zeros(3, acc)
-        if k:
-            gb = g32[: k * _BLOCK].reshape(k, _BLOCK)
-            db = d32[: k * _BLOCK].reshape(k, _BLOCK)
-            rows = _sums3(gb * db, db * db, gb * gb, (1,))
-            total = total + jnp.stack([jnp.sum(r) for r in rows])
-        if n > k * _BLOCK:
-            gt, dt = g32[k * _BLOCK :], d32[k * _BLOCK :]
-            total = total + jnp.stack(_sums3(gt * dt, dt * dt, gt * gt, (0,)))
-        return total
+        g, d = g.astype(acc), d.astype(acc)
+        return jnp.stack([jnp.sum(g * d), jnp.sum(d * d), jnp.sum(g * g)])
 
     g_leaves, treedef = jax.tree.flatten(grads)
     d_leaves = treedef.flatten_up_to(delta)
     return jnp.stack([sums(g, d) for g, d in zip(g_leaves, d_leaves, strict=True)])
+
+
+def _projection_sums_between(
+    grads: optax.Updates, new: optax.Params, old: optax.Params
+) -> jax.Array:
+    """Like :func:`_projection_sums` with Δ = ``new`` − ``old``, never materialising Δ.
+
+    Each sum subtracts on its own (the two spellings keep XLA from merging them into
+    one Δ written to a temporary buffer: one parameter-sized write and read fewer per
+    main call, and no float32 Δ temporary in the step's memory).
+    """
+
+    def sums(g, a, b):
+        acc = jnp.promote_types(jnp.promote_types(_acc_dtype(g.dtype), a.dtype), b.dtype)
+        g, a, b = g.astype(acc), a.astype(acc), b.astype(acc)
+        return jnp.stack([jnp.sum(g * (a - b)), jnp.sum(jnp.square(b - a)), jnp.sum(g * g)])
+
+    g_leaves, treedef = jax.tree.flatten(grads)
+    new_leaves, old_leaves = treedef.flatten_up_to(new), treedef.flatten_up_to(old)
+    return jnp.stack(
+        [sums(g, a, b) for g, a, b in zip(g_leaves, new_leaves, old_leaves, strict=True)]
+    )
 
 
 def _project(
@@ -272,6 +271,7 @@ def profit(
     reset_reference_state: bool = False,
     ref_scale: float = 0.01,
     one_call: bool = False,
+    memory: Literal["exact", "lean"] = "exact",
 ) -> optax.GradientTransformationExtraArgs:
     r"""PROFIT: proximal fine-tuning around a converged model.
 
@@ -337,9 +337,17 @@ def profit(
         should only see real parameters; prefer alternating mode to keep an
         unmodified training loop and one gradient per step.
 
+      memory: ``"exact"`` (default): Algorithm 1, one θ_ref buffer. ``"lean"``:
+        the memory-lean approximation :func:`~profit_optax.profit_lean` (Δ read
+        off the main optimizer's momentum, no parameter-sized buffer beyond the
+        main optimizer's state, one gradient per main step). Off by default: on
+        our toys it tracks Adam rather than exact PROFIT (``docs/real_runs.md``).
+        Needs ``reference_optimizer=None``, ``n_ref=1`` and ``one_call=False``.
+
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
-      :class:`ProfitState`.
+      :class:`ProfitState` (a :class:`~profit_optax.ProfitLeanState` for
+      ``memory="lean"``).
 
     Raises:
       TypeError: if an optimizer is not a gradient transformation.
@@ -352,6 +360,17 @@ def profit(
       Tuning <https://arxiv.org/abs/2412.01930>`_, NeurIPS 2025.
     """
     _check_transformation(optimizer, "optimizer")
+    if memory not in ("exact", "lean"):
+        raise ValueError(f"profit: `memory` must be 'exact' or 'lean', got {memory!r}.")
+    if memory == "lean":
+        if reference_optimizer is not None or n_ref != 1 or one_call:
+            raise ValueError(
+                "profit(memory='lean') reads Δ off the main optimizer's momentum: it takes no "
+                "reference optimizer, n_ref=1 and one_call=False."
+            )
+        from profit_optax._src.lean import profit_lean  # lean builds on this module
+
+        return profit_lean(optimizer, ref_scale=ref_scale, projection=projection)
     auto_ref = reference_optimizer is None
     if not auto_ref:
         _check_transformation(reference_optimizer, "reference_optimizer")
@@ -443,13 +462,13 @@ def profit(
         # nothing is written. (Selecting with `finite` would read the old state in the
         # same fusion that overwrites it, and XLA answers that with copies.)
         def main_branch(ops):
-            theta_ref = ops[0]
-            delta = jax.tree.map(lambda p, r: _f(p) - _f(r), params, theta_ref)  # Δ = θ' − θ_ref
-            sums = _projection_sums(grads, delta)
+            sums = _projection_sums_between(grads, params, ops[0])  # Δ = θ' − θ_ref
             finite = jnp.isfinite(jnp.sum(sums[:, 2]))
 
             def step(ops):
                 theta_ref, main_state, ref_state, diag = ops
+                # Δ recomputed here, fused into the projection (not a stored temporary).
+                delta = jax.tree.map(lambda p, r: _f(p) - _f(r), params, theta_ref)
                 u, new_main, new_ref, new_diag = main_step(
                     grads, main_state, ref_state, theta_ref, delta, sums
                 )
@@ -539,7 +558,7 @@ def profit(
             0, n_ref, body, (params, updates, state.ref_state, jnp.array(True))
         )
         delta = jax.tree.map(lambda q, p: _f(q) - _f(p), probe, params)
-        sums = _projection_sums(g_main, delta)
+        sums = _projection_sums_between(g_main, probe, params)
         finite = finite & jnp.isfinite(jnp.sum(sums[:, 2]))
         u, main_state, ref_state, diag = main_step(
             g_main, state.main_state, ref_state, params, delta, sums
@@ -563,6 +582,29 @@ def profit(
 # Reading the state.
 
 
+def _unwrap(tree: Any) -> Any:
+    """Plain arrays for trees holding wrapped leaves (``flax.nnx`` Variables such as the
+    ``OptArray``/``Param`` leaves of ``nnx.Optimizer`` states), as ``nnx.as_pure`` does."""
+    is_wrapped = lambda x: hasattr(x, "value") and not isinstance(x, jax.Array | np.ndarray)
+    return jax.tree.map(lambda x: x.value if is_wrapped(x) else x, tree, is_leaf=is_wrapped)
+
+
+def _contains(opt_state: Any, kind: type) -> bool:
+    leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kind))
+    return any(isinstance(x, kind) for x in leaves)
+
+
+def _find_unique(opt_state: Any, kind: type) -> Any:
+    """The unique node of type ``kind`` inside ``opt_state`` (ValueError otherwise)."""
+    is_kind = lambda x: isinstance(x, kind)
+    found = [x for x in jax.tree.leaves(opt_state, is_leaf=is_kind) if is_kind(x)]
+    if len(found) != 1:
+        raise ValueError(
+            f"expected exactly one {kind.__name__} inside the optimizer state, found {len(found)}."
+        )
+    return found[0]
+
+
 def find_profit_state(opt_state: Any) -> ProfitState:
     """Returns the unique :class:`ProfitState` inside ``opt_state``.
 
@@ -573,16 +615,7 @@ def find_profit_state(opt_state: Any) -> ProfitState:
     Raises:
       ValueError: if there is no PROFIT state or more than one.
     """
-    found = [
-        x
-        for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, ProfitState))
-        if isinstance(x, ProfitState)
-    ]
-    if len(found) != 1:
-        raise ValueError(
-            f"expected exactly one ProfitState inside the optimizer state, found {len(found)}."
-        )
-    return found[0]
+    return _find_unique(opt_state, ProfitState)
 
 
 def ref_params(params: optax.Params, opt_state: Any) -> optax.Params:
@@ -604,11 +637,17 @@ def ref_params(params: optax.Params, opt_state: Any) -> optax.Params:
 
     Args:
       params: the current parameters.
-      opt_state: the PROFIT state, or an optimizer state containing exactly one.
+      opt_state: the PROFIT state (exact or lean), or an optimizer state
+        containing exactly one.
 
     Returns:
       A tree like ``params``.
     """
+    from profit_optax._src.lean import ProfitLeanState, lean_ref_params
+
+    params, opt_state = _unwrap(params), _unwrap(opt_state)
+    if _contains(opt_state, ProfitLeanState):
+        return lean_ref_params(params, opt_state)
     state = find_profit_state(opt_state)
     if state.theta_ref is None:  # one-call mode: params are always θ_ref
         return params
@@ -636,4 +675,9 @@ def diagnostics(opt_state: Any) -> dict[str, jax.Array]:
     Returns:
       A dict with the fields of :class:`ProfitDiagnostics`.
     """
+    from profit_optax._src.lean import ProfitLeanState, find_profit_lean_state
+
+    opt_state = _unwrap(opt_state)
+    if _contains(opt_state, ProfitLeanState):
+        return find_profit_lean_state(opt_state).diagnostics._asdict()
     return find_profit_state(opt_state).diagnostics._asdict()

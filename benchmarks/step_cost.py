@@ -1,0 +1,175 @@
+"""Training-step cost: forward + backward + update of the experiment models, per gradient call.
+
+Every method here evaluates one gradient per call (PROFIT in alternating mode,
+SAM in transparent mode), so time per call = time per gradient evaluation.
+Calls are timed in blocks of ``lcm(periods)`` calls (full cycles), the methods
+interleaved round-robin, ratios to Adam taken per round. The step is
+``jax.jit(train_step, donate_argnums=(0, 1))`` with the states copied leaf by
+leaf after ``init`` (see ``benchmarks/update_cost.py``). Also reports the
+compiled step's memory analysis and, where the backend has it, the device's
+peak memory (``jax.devices()[0].memory_stats()``; ``None`` on CPU).
+
+    PYTHONPATH=. python -m benchmarks.step_cost --workloads mlp_fmnist vit_mini_fmnist vit_ti_cifar
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+import jax
+import optax
+
+from benchmarks import _common as C
+from benchmarks import update_cost as U
+from benchmarks.models import WORKLOADS, make_workload
+
+DEFAULT_METHODS = ["adam", "profit_sgd_n1", "profit_auto_n1", "sam", "lookahead"]
+
+
+def make_train_step(spec: U.Spec, loss_fn):
+    lookahead = spec.name == "lookahead"
+
+    def train_step(stored, state, batch):
+        p = stored.fast if lookahead else stored
+        loss, grads = jax.value_and_grad(loss_fn)(p, batch)
+        updates, state = spec.tx.update(grads, state, stored)
+        return optax.apply_updates(stored, updates), state, loss
+
+    return train_step
+
+
+def run(
+    workloads: list[str],
+    methods: list[str],
+    *,
+    rounds: int,
+    batch_size: int | None,
+    time_budget_s: float | None,
+    log=print,
+) -> dict[str, Any]:
+    specs = U.method_specs(methods)
+    block = math.lcm(*(s.period for s in specs))
+    res: dict[str, Any] = {"env": C.env_info(), "workloads": []}
+    stats = jax.devices()[0].memory_stats()
+    res["device_memory_stats_available"] = stats is not None
+    for wname in workloads:
+        w = make_workload(wname, batch_size=batch_size)
+        n = C.tree_size(w.params)
+        entry: dict[str, Any] = {
+            "name": wname,
+            "description": w.description,
+            "n_params": n,
+            "load_before": C.load_average(),
+            "memory_analysis": {},
+        }
+        items = []
+        for s in specs:
+            jitted = jax.jit(make_train_step(s, w.loss_fn), donate_argnums=(0, 1))
+            stored, state = U.init_stored_state(s, w.params)
+            compiled = jitted.lower(stored, state, w.batch).compile()
+            entry["memory_analysis"][s.name] = C.memory_analysis(compiled)
+            holder = [stored, state]
+
+            def run_k(k, jitted=compiled, holder=holder, batch=w.batch):
+                stored, state = holder
+                for _ in range(k):
+                    stored, state, loss = jitted(stored, state, batch)
+                jax.block_until_ready((stored, state, loss))
+                holder[:] = [stored, state]
+
+            items.append(C.Timed(s.name, run_k))
+        timing = C.interleaved_timing(
+            items,
+            calls_per_block=block,
+            rounds=rounds,
+            baseline="adam",
+            time_budget_s=time_budget_s,
+        )
+        entry["timing"] = timing
+        entry["load_after"] = C.load_average()
+        stats = jax.devices()[0].memory_stats()
+        entry["device_memory_stats"] = (
+            None if stats is None else {k: v for k, v in stats.items() if "peak" in k}
+        )
+        log(
+            f"[step_cost] {wname} n={n:,} rounds={timing['rounds']}: "
+            + ", ".join(
+                f"{k}={v['median_ms']:.1f}ms x{v['ratio_median']:.3f}"
+                for k, v in timing.items()
+                if isinstance(v, dict)
+            )
+        )
+        res["workloads"].append(entry)
+        del items
+    return res
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = []
+    for e in res["workloads"]:
+        t = e["timing"]
+        lines += [
+            f"### {e['description']} — {e['n_params']:,} parameters",
+            f"load avg before {e['load_before'][0]:.1f}, after {e['load_after'][0]:.1f}; "
+            f"{t['rounds']} rounds × {t['calls_per_block']} calls (gradient evaluations) per "
+            "method",
+            "",
+            "| method | median ms per gradient evaluation | min–max ms | ratio to Adam (median) "
+            "| ratio range | temp MiB (compiled) | argument MiB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, v in t.items():
+            if not isinstance(v, dict):
+                continue
+            ma = e["memory_analysis"].get(name) or {}
+            lines.append(
+                f"| {name} | {v['median_ms']:.2f} | {v['min_ms']:.2f}–{v['max_ms']:.2f} "
+                f"| {v['ratio_median']:.3f} | {v['ratio_min']:.3f}–{v['ratio_max']:.3f} "
+                f"| {ma.get('temp_size_in_bytes', 0) / 2**20:.1f} "
+                f"| {ma.get('argument_size_in_bytes', 0) / 2**20:.1f} |"
+            )
+        peak = e["device_memory_stats"]
+        lines += [
+            "",
+            "device peak memory: "
+            + (
+                "not reported by this backend (`memory_stats()` is None)"
+                if peak is None
+                else str(peak)
+            ),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--time-budget-s", type=float, default=None, help="per workload")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--quick", action="store_true", help="the MLP, batch 16, 1 round")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.workloads, args.rounds, args.batch_size = ["mlp_fmnist"], 1, 16
+        args.methods = ["adam", "profit_sgd_n1"]
+    res = run(
+        args.workloads,
+        args.methods,
+        rounds=args.rounds,
+        batch_size=args.batch_size,
+        time_budget_s=args.time_budget_s,
+    )
+    print(C.env_markdown(res["env"]))
+    print()
+    print(markdown(res))
+    C.write_json(args.json, res)
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""Memory-lean PROFIT: the reference displacement recomputed from the momentum buffer.
+
+PROFIT's alternating mode keeps θ_ref, one parameter-sized buffer, beyond the two
+optimizers' states (about +25% training memory with Adam, Chakravarthy et al.,
+NeurIPS 2025, §5). The paper suggests that it "can be largely eliminated by
+approximating via the momentum buffer" and leaves the memory-efficient version
+as future work. :func:`profit_lean` is one such approximation: it keeps *no*
+parameter-sized buffer beyond the main optimizer's own state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from profit_optax._src.profit import (
+    _PROJECTIONS,
+    ProfitDiagnostics,
+    _acc_dtype,
+    _check_transformation,
+    _check_trees,
+    _f,
+    _find_unique,
+    _project,
+    _projection_sums,
+    _sumsq,
+    _zero_diagnostics,
+)
+
+__all__ = [
+    "ProfitLeanState",
+    "find_first_moment",
+    "find_profit_lean_state",
+    "lean_ref_params",
+    "profit_lean",
+]
+
+# Fields that hold a first-moment (momentum) buffer in Optax's states: `mu` of
+# ScaleByAdamState, ScaleByAmsgradState, ScaleByLionState, ScaleByBeliefState,
+# ScaleByNovogradState, ScaleByRStdDevState; `trace` of TraceState (sgd momentum).
+_MOMENT_FIELDS = ("mu", "trace")
+
+FirstMomentFn = Callable[[optax.OptState], optax.Updates]
+
+
+class ProfitLeanState(NamedTuple):
+    """State of :func:`profit_lean`.
+
+    Attributes:
+      scale: s, the length of the displacement Δ = −s·m/‖m‖ at which the
+        current parameters sit (``float32``; 0 before the first step). Together
+        with the main optimizer's first moment m it determines Δ, so that
+        θ_ref = params − Δ is recovered without storing it.
+      main_state: state of the main optimizer (advances on every call).
+      diagnostics: :class:`~profit_optax.ProfitDiagnostics` of the last step;
+        ``delta_norm`` is the length of the displacement used by that step.
+    """
+
+    scale: jax.Array
+    main_state: optax.OptState
+    diagnostics: ProfitDiagnostics
+
+
+def _is_moment_node(x: Any) -> bool:
+    return hasattr(x, "_fields") and any(f in x._fields for f in _MOMENT_FIELDS)
+
+
+def find_first_moment(opt_state: optax.OptState, params: optax.Params) -> optax.Updates:
+    """Returns the unique first-moment buffer (shaped like ``params``) in ``opt_state``.
+
+    Looks for NamedTuple states with a ``mu`` field (Adam, AdamW, AMSGrad, Lion,
+    AdaBelief, NovoGrad, centred RMSProp, ...) or a ``trace`` field (SGD with
+    momentum, ``optax.trace``), also nested in chains, ``inject_hyperparams``
+    and other wrappers, and keeps those with the tree structure and shapes of
+    ``params``.
+
+    Args:
+      opt_state: the main optimizer's state.
+      params: the parameters (or any tree with their structure and shapes).
+
+    Returns:
+      The first-moment tree.
+
+    Raises:
+      ValueError: if there is no such buffer or more than one.
+    """
+    p_def = jax.tree.structure(params)
+    p_shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
+    candidates = []
+    nodes = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=_is_moment_node)[0]
+    for path, node in nodes:
+        if not _is_moment_node(node):
+            continue
+        for field in _MOMENT_FIELDS:
+            value = getattr(node, field, None)
+            if value is None or jax.tree.structure(value) != p_def:
+                continue
+            if [jnp.shape(v) for v in jax.tree.leaves(value)] != p_shapes:
+                continue
+            where = f"{jax.tree_util.keystr(path)}.{field} ({type(node).__name__})"
+            candidates.append((where, value))
+    if len(candidates) == 1:
+        return candidates[0][1]
+    if not candidates:
+        raise ValueError(
+            "profit_lean: the main optimizer keeps no first-moment buffer shaped like the "
+            f"params (a `{'` or `'.join(_MOMENT_FIELDS)}` field in its state), so Δ cannot be "
+            "recovered from it. Use a main optimizer with momentum (optax.adam, optax.adamw, "
+            "optax.sgd(lr, momentum=0.9), ...), pass `first_moment=` to say where the buffer "
+            "is, or use profit_optax.profit (which stores θ_ref)."
+        )
+    raise ValueError(
+        "profit_lean: the main optimizer's state holds several first-moment buffers shaped "
+        f"like the params: {', '.join(w for w, _ in candidates)}. Pass `first_moment=` "
+        "(a function of the main optimizer's state) to choose one."
+    )
+
+
+def _moment_fn(first_moment: FirstMomentFn | None) -> Callable[[Any, Any], Any]:
+    if first_moment is None:
+        return find_first_moment
+
+    def get(state, params):
+        m = first_moment(state)
+        if jax.tree.structure(m) != jax.tree.structure(params):
+            raise ValueError(
+                "profit_lean: `first_moment(main_state)` must return a tree like the params.\n"
+                f"  returned: {jax.tree.structure(m)}\n  params:   {jax.tree.structure(params)}"
+            )
+        return m
+
+    return get
+
+
+def _displacement(moment: optax.Updates, scale: jax.Array) -> optax.Updates:
+    """Δ = −s·m/‖m‖ in the accumulation dtype; 0 where m = 0 or s = 0."""
+    mm = _sumsq(moment)
+    factor = jnp.where(mm > 0, -scale / jnp.sqrt(jnp.where(mm > 0, mm, 1.0)), 0.0)
+    return jax.tree.map(lambda m: factor.astype(_acc_dtype(m.dtype)) * _f(m), moment)
+
+
+def profit_lean(
+    optimizer: optax.GradientTransformation,
+    *,
+    ref_scale: float = 0.01,
+    projection: Literal["global", "per_tensor"] = "global",
+    first_moment: FirstMomentFn | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Memory-lean PROFIT: Δ from the main optimizer's momentum, no θ_ref buffer.
+
+    An approximation of :func:`~profit_optax.profit` whose state holds no
+    parameter-sized buffer beyond the main optimizer's own state. The
+    reference displacement is not produced by reference steps on separate
+    batches but read off the main optimizer's first moment m (Adam's ``mu``,
+    SGD-momentum's ``trace``):
+
+    .. math::
+
+      Δ(m, s) = -s \, m / \lVert m \rVert, \qquad
+      s = \text{ref\_scale} \cdot \lVert u_\text{last} \rVert,
+
+    where :math:`u_\text{last}` is the main optimizer's last update. Between
+    calls the parameters you hold are the probe point θ' = θ_ref + Δ(m, s); the
+    state's m and s recover θ_ref = θ' − Δ(m, s). Each call, with the gradient
+    g taken at θ':
+
+    1. θ_ref ← θ' − Δ(m, s);
+    2. if ⟨g, Δ⟩ < 0 (that is ⟨g, m⟩ > 0): g ← g − (⟨g, Δ⟩ / ‖Δ‖²) Δ;
+    3. u, m' ← main optimizer step with g at θ_ref; s' ← ref_scale · ‖u‖;
+    4. return the update that moves the parameters to θ_ref + u + Δ(m', s').
+
+    How it differs from Algorithm 1 (and from :func:`~profit_optax.profit`):
+
+    * **Period 1.** One gradient per main step: every call is a main step,
+      there are no reference calls. Per gradient evaluation it therefore takes
+      ``n_ref + 1`` times as many main steps as the exact mode.
+    * **Δ's direction** is −m, the main optimizer's running average of the
+      (projected) gradients of *previous* batches, instead of the reference
+      optimizer's displacement on a fresh batch at θ_ref. The conflict test
+      becomes ⟨g, m⟩ > 0. Δ's length (which the projection ignores) only sets
+      where g is evaluated; it is scale-free: a fraction ``ref_scale`` of the
+      last main step, like the exact mode's automatic reference step.
+    * **θ_ref is recomputed, not stored.** The parameters are stored rounded,
+      so θ' − Δ differs from the θ_ref that was aimed at by one rounding of the
+      parameters per step (like plain training, where every step rounds θ);
+      the error does not compound beyond that. In ``bfloat16`` a displacement
+      below the parameters' resolution is partly absorbed by rounding: the
+      gradient is then taken nearer θ_ref than intended and the recovered
+      θ_ref is off by at most ‖Δ‖ (which is ``ref_scale`` times a step); the
+      projection direction itself comes from m and is not affected.
+    * The held parameters are **never** the model itself once m ≠ 0 (the
+      exact mode's are, after each main call). Evaluate, log and checkpoint
+      :func:`lean_ref_params` (or checkpoint the raw params together with the
+      optimizer state: θ_ref is a function of both).
+
+    Must be the last transformation of a chain, like :func:`~profit_optax.profit`.
+    A non-finite gradient skips the call (zero update, state unchanged but for
+    ``diagnostics.nonfinite_count``).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpy as np, optax
+      >>> from profit_optax._src.lean import lean_ref_params, profit_lean
+      >>> tx = profit_lean(optax.adam(0.1), ref_scale=0.1)
+      >>> params = {"w": jnp.array([1.0, -1.0])}
+      >>> state = tx.init(params)
+      >>> loss = lambda p, x: jnp.sum((p["w"] - x) ** 2)
+      >>> for x in (0.0, 0.5, -0.5, 1.0):
+      ...     grads = jax.grad(loss)(params, jnp.array([x, 0.0]))
+      ...     updates, state = tx.update(grads, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> np.asarray(params["w"]).round(3)  # the probe point θ' = θ_ref + Δ
+      array([ 0.749, -0.716], dtype=float32)
+      >>> np.asarray(lean_ref_params(params, state)["w"]).round(3)  # the model θ_ref
+      array([ 0.753, -0.721], dtype=float32)
+
+    Args:
+      optimizer: the main optimizer; its state must hold exactly one first-moment
+        buffer shaped like the params (see :func:`find_first_moment`), or pass
+        ``first_moment``.
+      ref_scale: ‖Δ‖ relative to the main optimizer's last step (positive).
+      projection: ``"global"`` (one inner product over all parameters, as in the
+        paper) or ``"per_tensor"``.
+      first_moment: optional function ``main_state -> tree like params`` that
+        returns the buffer to use as m (for optimizers whose momentum is not a
+        ``mu`` / ``trace`` field). Pass the same function to
+        :func:`lean_ref_params`.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is a
+      :class:`ProfitLeanState`. Extra keyword arguments of ``update`` are passed
+      on to the main optimizer.
+
+    Raises:
+      TypeError: if ``optimizer`` is not a gradient transformation.
+      ValueError: for a non-positive ``ref_scale`` or unknown ``projection``; at
+        ``init`` if the main optimizer has no (or more than one) first-moment
+        buffer; at ``update`` for ``params=None`` or mismatched trees.
+    """
+    _check_transformation(optimizer, "optimizer")
+    if isinstance(ref_scale, bool) or not (isinstance(ref_scale, int | float) and ref_scale > 0):
+        raise ValueError(f"profit_lean: `ref_scale` must be a positive number, got {ref_scale!r}.")
+    if projection not in _PROJECTIONS:
+        raise ValueError(
+            f"profit_lean: `projection` must be one of {_PROJECTIONS}, got {projection!r}."
+        )
+    optimizer = optax.with_extra_args_support(optimizer)
+    get_moment = _moment_fn(first_moment)
+
+    def init_fn(params: optax.Params) -> ProfitLeanState:
+        main_state = optimizer.init(params)
+        get_moment(main_state, params)  # fail early without a momentum buffer
+        return ProfitLeanState(
+            scale=jnp.zeros((), jnp.float32),
+            main_state=main_state,
+            diagnostics=_zero_diagnostics(),
+        )
+
+    def update_fn(
+        updates: optax.Updates,
+        state: ProfitLeanState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, ProfitLeanState]:
+        _check_trees(updates, params)
+        grads = updates
+        gg = _sumsq(grads)
+        finite = jnp.isfinite(gg)
+
+        def step(ops):
+            scale, main_state, diag = ops
+            delta = _displacement(get_moment(main_state, params), scale)
+            theta_ref = jax.tree.map(lambda p, d: (_f(p) - d).astype(p.dtype), params, delta)
+            g_proj, new_diag = _project(grads, delta, projection, _projection_sums(grads, delta))
+            u, main_state = optimizer.update(g_proj, main_state, theta_ref, **extra_args)
+            new_scale = (ref_scale * jnp.sqrt(_sumsq(u))).astype(jnp.float32)
+            new_delta = _displacement(get_moment(main_state, params), new_scale)
+
+            def out(p, ui, dn, do):
+                # One rounding: land on round(θ' + u + Δ' − Δ), then express it relative to θ'.
+                acc = _acc_dtype(p.dtype)
+                target = (p.astype(acc) + (_f(ui) + dn - do)).astype(p.dtype)
+                return (target.astype(acc) - p.astype(acc)).astype(p.dtype)
+
+            out_updates = jax.tree.map(out, params, u, new_delta, delta)
+            new_diag = new_diag._replace(nonfinite_count=diag.nonfinite_count)
+            return out_updates, (new_scale, main_state, new_diag)
+
+        def skip(ops):
+            scale, main_state, diag = ops
+            diag = diag._replace(nonfinite_count=diag.nonfinite_count + 1)
+            return optax.tree.zeros_like(params), (scale, main_state, diag)
+
+        out_updates, (scale, main_state, diag) = jax.lax.cond(
+            finite, step, skip, (state.scale, state.main_state, state.diagnostics)
+        )
+        return out_updates, ProfitLeanState(scale=scale, main_state=main_state, diagnostics=diag)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def find_profit_lean_state(opt_state: Any) -> ProfitLeanState:
+    """Returns the unique :class:`ProfitLeanState` inside ``opt_state``.
+
+    Raises:
+      ValueError: if there is none or more than one.
+    """
+    return _find_unique(opt_state, ProfitLeanState)
+
+
+def lean_ref_params(
+    params: optax.Params, opt_state: Any, *, first_moment: FirstMomentFn | None = None
+) -> optax.Params:
+    """The model θ_ref = params − Δ(m, s) of a :func:`profit_lean` run.
+
+    The counterpart of :func:`~profit_optax.ref_params` for the lean mode: the
+    parameters held between calls are the probe point θ'; evaluate, log and
+    export these instead. Jittable; returns a tree like ``params`` (same dtypes).
+
+    Args:
+      params: the current parameters (the probe point).
+      opt_state: the :class:`ProfitLeanState`, or a state containing exactly one.
+      first_moment: the same function passed to :func:`profit_lean`, if any.
+
+    Returns:
+      A tree like ``params``.
+    """
+    state = find_profit_lean_state(opt_state)
+    delta = _displacement(_moment_fn(first_moment)(state.main_state, params), state.scale)
+    return jax.tree.map(lambda p, d: (_f(p) - d).astype(p.dtype), params, delta)
