@@ -87,13 +87,13 @@ def test_fashion_mnist_quick_sweep_on_mock_data(tmp_path, task):
     tfds = pytest.importorskip("tensorflow_datasets")
     module = importlib.import_module(f"experiments.lambda_sweep.{task}")
     argv = ["--quick", "--seeds", "0", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path)]
-    with tfds.testing.mock_data(num_examples=64):
+    with tfds.testing.mock_data(num_examples=200):
         module.main(argv)
     _check_outputs(tmp_path, f"{task}_quick", ["profit"])
     assert (tmp_path / "work" / "pretrain" / "checkpoint").is_dir()
     # a rerun reuses the pretrained checkpoint and every finished run
     runs = sorted((tmp_path / "work" / "runs").iterdir())
     mtimes = [p.stat().st_mtime for p in runs]
-    with tfds.testing.mock_data(num_examples=64):
+    with tfds.testing.mock_data(num_examples=200):
         module.main(argv)
     assert [p.stat().st_mtime for p in runs] == mtimes

@@ -20,7 +20,7 @@ from experiments.mlp.configs.fashion_mnist_offline import get_config
 from experiments.mlp.main import build_model
 
 RATIOS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
-REF_SCALES = (0.001, 0.003, 0.01, 0.03, 0.1)
+REF_SCALES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -110,6 +110,25 @@ def make_points(
     return points
 
 
+def priority_order(
+    points: Sequence[Point], methods: Mapping[str, Mapping[str, Any]]
+) -> list[Point]:
+    """Run order for an expensive sweep that may have to stop early: per method, the automatic
+    rule at the default ``ref_scale`` first, then fixed λ_ref by distance (log) from the paper's
+    λ_main/100, then the other ``ref_scale`` values."""
+    dflt = default_ref_scale()
+
+    def key(p: Point) -> tuple:
+        lr = float(methods[p.method]["learning_rate"])
+        if p.kind == "auto":
+            rank = (0, 0.0) if math.isclose(p.value, dflt) else (2, abs(math.log10(p.value / dflt)))
+        else:
+            rank = (1, abs(math.log10(p.value / (lr / 100))))
+        return (*rank, p.value)
+
+    return sorted(points, key=key)
+
+
 RunFn = Callable[[Point, int], dict[str, Any]]
 
 
@@ -181,11 +200,18 @@ def _stats(vals: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-def summarize(records: Sequence[Mapping[str, Any]], metric: Metric) -> dict[str, Any]:
+def summarize(
+    records: Sequence[Mapping[str, Any]],
+    metric: Metric,
+    learning_rates: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """Per method: mean ± std per point, the best fixed λ_ref (chosen on validation), the bar.
 
     Returns ``{method: {"points": [...], "best_fixed": ..., "best_fixed_test_oracle": ...,
-    "auto_default": ..., "best_ref_scale": ..., "bar": {...}}}``.
+    "auto_default": ..., "best_ref_scale": ..., "bar": {...}, "bar_vs_test_oracle": {...}}}``;
+    with ``learning_rates`` (λ_main per method) also ``best_fixed_paper_range`` and
+    ``bar_vs_paper_range``: the best fixed λ_ref (on validation) within the paper's range
+    λ_main/10 … λ_main/10⁴.
     """
     out: dict[str, Any] = {}
     default = default_ref_scale()
@@ -214,6 +240,13 @@ def summarize(records: Sequence[Mapping[str, Any]], metric: Metric) -> dict[str,
         if fixed:
             res["best_fixed"] = fixed[metric.best([r["mean_val_mean"] for r in fixed])]
             res["best_fixed_test_oracle"] = fixed[metric.best([r["mean_test_mean"] for r in fixed])]
+            lr = (learning_rates or {}).get(method)
+            res["learning_rate"] = lr
+            paper = [r for r in fixed if lr and lr / 1e4 * 0.999 <= r["value"] <= lr / 10 * 1.001]
+            if paper:
+                res["best_fixed_paper_range"] = paper[
+                    metric.best([r["mean_val_mean"] for r in paper])
+                ]
         if auto:
             res["best_ref_scale"] = auto[metric.best([r["mean_val_mean"] for r in auto])]
             dflt = [r for r in auto if math.isclose(r["value"], default)]
@@ -223,6 +256,10 @@ def summarize(records: Sequence[Mapping[str, Any]], metric: Metric) -> dict[str,
             res["bar_vs_test_oracle"] = bar(
                 res["auto_default"], res["best_fixed_test_oracle"], metric
             )
+            if "best_fixed_paper_range" in res:
+                res["bar_vs_paper_range"] = bar(
+                    res["auto_default"], res["best_fixed_paper_range"], metric
+                )
         out[method] = res
     return out
 
@@ -309,22 +346,28 @@ def format_tables(summary: Mapping[str, Any], metric: Metric, digits: int) -> st
         "sample std over seeds; within noise = gap ≤ noise; paired gap = per-seed difference, "
         "mean ± std.",
         "",
-        "| method | best fixed λ_ref (val) | its mean | auto (default) mean | gap | noise | "
-        "paired gap | within noise? | best fixed on test (oracle) | its mean |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | compared with | λ_ref | its mean | auto (default) mean | gap | noise | "
+        "paired gap | within noise? |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    which = {
+        "bar": "best fixed λ_ref of the grid (val)",
+        "bar_vs_paper_range": "best in λ_main/10…/10⁴ (val)",
+        "bar_vs_test_oracle": "best fixed λ_ref on test (oracle)",
+    }
     for method, res in summary.items():
-        b = res.get("bar")
-        if not b:
-            continue
-        o = res["bar_vs_test_oracle"]
-        lines.append(
-            f"| {method} | {b['best_value']:.3g} | {_fmt(b['best_mean'], b['best_std'], digits)} | "
-            f"{_fmt(b['auto_mean'], b['auto_std'], digits)} | {b['gap']:+.{digits}f} | "
-            f"{b['noise']:.{digits}f} | {_fmt(b['paired_gap_mean'], b['paired_gap_std'], digits)} "
-            f"| {'**yes**' if b['holds'] else '**no**'} | {o['best_value']:.3g} | "
-            f"{_fmt(o['best_mean'], o['best_std'], digits)} |"
-        )
+        for key, what in which.items():
+            b = res.get(key)
+            if not b:
+                continue
+            lines.append(
+                f"| {method} | {what} | {b['best_value']:.3g} | "
+                f"{_fmt(b['best_mean'], b['best_std'], digits)} | "
+                f"{_fmt(b['auto_mean'], b['auto_std'], digits)} | {b['gap']:+.{digits}f} | "
+                f"{b['noise']:.{digits}f} | "
+                f"{_fmt(b['paired_gap_mean'], b['paired_gap_std'], digits)} | "
+                f"{'**yes**' if b['holds'] else '**no**'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -439,6 +482,9 @@ def plot(
                     ax.errorbar(
                         x, y, yerr=e, color=c, marker="o", capsize=3, label=f"{method}: {kind}"
                     )
+                    for r in pts:  # every seed, faint: shows single-seed blow-ups
+                        vals = r[f"{f}_test"]
+                        ax.plot([r["value"]] * len(vals), vals, ".", color=c, alpha=0.35, ms=4)
                     if row == 0 and best is not None:
                         ax.plot(
                             [best["value"]],
@@ -459,12 +505,26 @@ def plot(
                     )
                 if band is not None:
                     mu, sd = band[f"{f}_test_mean"], band[f"{f}_test_std"]
-                    ax.axhspan(mu - sd, mu + sd, color=c, alpha=0.15)
+                    # on a log axis a band reaching below 0 would fill the whole panel:
+                    # draw only its upper half then
+                    low = mu - sd if (mu - sd > 0 or not metric.lower_is_better) else mu
+                    ax.axhspan(low, mu + sd, color=c, alpha=0.15)
                     label = band_label
                     if row == 1:
                         label += f" = {band['value']:.2g}"
                     ax.axhline(mu, color=c, ls="--", lw=1, label=label)
+                lr = res.get("learning_rate")
+                if row == 0 and lr and m_i == 0:
+                    ax.axvspan(
+                        lr / 1e4,
+                        lr / 10,
+                        color="0.9",
+                        zorder=0,
+                        label="paper's range λ_main/10…/10⁴",
+                    )
                 ax.set_xscale("log")
+                if metric.lower_is_better:  # errors: blow-ups span many decades
+                    ax.set_yscale("log")
                 ax.set_xlabel(xl)
                 ax.set_title(f"{names[f]}, test {metric.name} ({better} is better)", fontsize=10)
                 ax.grid(alpha=0.3, which="both")
@@ -515,22 +575,30 @@ def versions() -> dict[str, str]:
     }
 
 
-def replot(json_path: Path) -> Path:
-    """Redraws ``<task>_sweep.png`` from its ``<task>_sweep.json``."""
+def rewrite(json_path: Path) -> dict[str, Path]:
+    """Recomputes the summary, tables and plot of a finished sweep from its ``*_sweep.json``
+    (its records), with the current code: ``python -m experiments.lambda_sweep.sweep FILE...``."""
     payload = json.loads(Path(json_path).read_text())
-    png = Path(json_path).with_suffix(".png")
-    plot(
-        png,
-        payload["summary"],
-        Metric(**payload["metric"]),
+    metric = Metric(**payload["metric"])
+    records = payload["records"]
+    lrs = {n: float(m["learning_rate"]) for n, m in payload["methods"].items()}
+    skip = {"task", "title", "metric", "default_ref_scale", "no_fine_tuning", "summary", "records"}
+    meta = {k: v for k, v in payload.items() if k not in skip}
+    return write_outputs(
+        Path(json_path).parent,
+        task=payload["task"],
         title=payload["title"],
+        metric=metric,
+        records=records,
+        summary=summarize(records, metric, lrs),
+        meta=meta,
         reference=payload.get("no_fine_tuning"),
+        digits=4 if metric.lower_is_better else 2,
     )
-    return png
 
 
 if __name__ == "__main__":
     import sys
 
     for arg in sys.argv[1:]:
-        print(replot(Path(arg)))
+        print(rewrite(Path(arg)))

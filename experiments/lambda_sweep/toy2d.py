@@ -8,7 +8,7 @@ noiseless points (lower is better), validation split for choices, test split for
 
 Usage::
 
-    python -m experiments.lambda_sweep.toy2d [--quick] [--seeds 0 1 2] [--out DIR]
+    python -m experiments.lambda_sweep.toy2d [--quick] [--seeds 0 1 2 3 4] [--out DIR]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from experiments.toy2d.model import MLP, mse
 TASK = "toy2d"
 METRIC = sw.Metric("MSE", lower_is_better=True)
 RATIOS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
-REF_SCALES = (0.001, 0.003, 0.01, 0.03, 0.1)
+REF_SCALES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 QUICK_RATIOS = (1e-2, 1e-4)
 QUICK_REF_SCALES = (0.1,)
 PROFIT_METHODS = ("profit", "profit_sgd")
@@ -136,14 +136,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         prog="python -m experiments.lambda_sweep.toy2d", description=__doc__
     )
     p.add_argument("--quick", action="store_true", help="tiny config and grid (seconds)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="default 0 1 2 3 4 (quick: 0)"
+    )
     p.add_argument("--methods", nargs="+", default=list(PROFIT_METHODS))
     p.add_argument("--ratios", type=float, nargs="+", default=None, help="λ_ref / λ_main grid")
     p.add_argument("--ref-scales", type=float, nargs="+", default=None)
     p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
     args = p.parse_args(argv)
     cfg = get_config(quick=args.quick)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
     cfg = dataclasses.replace(cfg, seeds=tuple(seeds))
     ratios = args.ratios or (QUICK_RATIOS if args.quick else RATIOS)
     scales = args.ref_scales or (QUICK_REF_SCALES if args.quick else REF_SCALES)
@@ -153,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     run_fn = make_runner(cfg, methods, seeds)
     records = sw.run_sweep(points, seeds, run_fn)
     total = time.perf_counter() - t0
-    summary = sw.summarize(records, METRIC)
+    summary = sw.summarize(
+        records, METRIC, {n: float(m["learning_rate"]) for n, m in methods.items()}
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     title = "2D toy" + (" (quick)" if args.quick else "")
     meta = {

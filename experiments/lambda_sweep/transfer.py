@@ -187,7 +187,7 @@ def main(
             raise ValueError(f"{label}: only registry names are supported")
         methods[label] = spec
     seeds = list(config.finetune.seeds)
-    points = sw.make_points(methods, args.ratios, args.ref_scales)
+    points = sw.priority_order(sw.make_points(methods, args.ratios, args.ref_scales), methods)
     t0 = time.perf_counter()
     run_fn, pre_summary = make_runner(config, model_factory, workdir, methods)
     blob = json.dumps(
@@ -207,7 +207,9 @@ def main(
         points, seeds, run_fn, cache_dir=workdir / "runs", fingerprint=fingerprint
     )
     total = time.perf_counter() - t0
-    summary = sw.summarize(records, METRIC)
+    summary = sw.summarize(
+        records, METRIC, {n: float(m["learning_rate"]) for n, m in methods.items()}
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     ft = config.finetune
     meta = {
