@@ -213,6 +213,7 @@ def _profit(hp: dict[str, Any], m: dict[str, Any], main: str = "adam") -> _Built
         reference,
         n_ref=hp["n_ref"],
         projection=hp["projection"],
+        ref_scale=hp["ref_scale"],
     )
     return _Built(tx, period=hp["n_ref"] + 1, eval_params_fn=ref_params)
 
@@ -277,7 +278,13 @@ _METHODS: dict[str, _Spec] = {
     "profit": _Spec(
         "PROFIT(Adam) (Chakravarthy et al., NeurIPS 2025): n_ref reference steps, then the "
         "main gradient projected off the reference displacement when they conflict.",
-        {**_ADAM_DEFAULTS, "n_ref": 1, "ref_learning_rate": None, "projection": "global"},
+        {
+            **_ADAM_DEFAULTS,
+            "n_ref": 1,
+            "ref_learning_rate": None,
+            "ref_scale": 0.01,
+            "projection": "global",
+        },
         _profit,
         choices={"projection": ("global", "per_tensor")},
     ),
@@ -289,6 +296,7 @@ _METHODS: dict[str, _Spec] = {
             **_SGD_DEFAULTS,
             "n_ref": 1,
             "ref_learning_rate": None,
+            "ref_scale": 0.01,
             "projection": "global",
         },
         lambda hp, m: _profit(hp, m, main="sgd"),

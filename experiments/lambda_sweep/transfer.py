@@ -1,0 +1,244 @@
+"""λ_ref sensitivity sweep on the Fashion-MNIST transfer pipeline (``experiments/common/transfer``).
+
+Shared by :mod:`experiments.lambda_sweep.mlp` and :mod:`experiments.lambda_sweep.vit`. One
+pretraining (the pipeline's own, restored from ``<workdir>/pretrain`` when it exists, or copied
+from ``--pretrained-from``, an existing pipeline workdir with the same pretraining settings) is
+shared by every run of the sweep; each run fine-tunes the pipeline's way (zero-initialised new
+head, ``train_batches(seed)``, ``fold_in(key(seed), step)`` augmentation, the config's number of
+update calls) with one point of the grid.
+
+Validation vs test: the pipeline only has TFDS train/test splits, and training uses all train
+images. Each task's test split is therefore cut once, by a fixed permutation (seed 0, independent
+of the run seeds), into two halves: **validation** (used for every choice) and **test** (reported).
+Accuracies are in %, higher is better; old = the old task's images under the frozen pretrained
+head, new = the new task's images under the new head (as in ``docs/vit_experiment.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from experiments.common import transfer
+from experiments.common.data import ArrayDataset, eval_batches, train_batches
+from experiments.common.train import Trainer, make_classifier_eval
+from experiments.lambda_sweep import sweep as sw
+
+METRIC = sw.Metric("accuracy (%)", lower_is_better=False)
+
+
+def split_half(ds: ArrayDataset, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
+    """(validation, test): the two halves of ``ds`` under a fixed permutation."""
+    perm = np.random.default_rng(seed).permutation(len(ds))
+    half = len(ds) // 2
+    take = lambda idx: ArrayDataset(
+        ds.images[np.sort(idx)], ds.labels[np.sort(idx)], ds.class_names
+    )
+    return take(perm[:half]), take(perm[half:])
+
+
+def _copy_pretrained(src: Path, workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """Copies ``src/pretrain`` into ``workdir`` when it matches ``config``'s pretraining."""
+    dst = workdir / "pretrain"
+    if dst.exists():
+        return
+    summary = json.loads((src / "pretrain" / "pretrain.json").read_text())
+    if summary.get("fingerprint") != transfer.pretrain_fingerprint(config):
+        raise ValueError(f"{src}/pretrain was made with other pretraining settings")
+    shutil.copytree(src / "pretrain", dst)
+    print(f"copied the pretrained model from {src}/pretrain", flush=True)
+
+
+def make_runner(config: ml_collections.ConfigDict, model_factory, workdir: Path, methods):
+    """Loads data, pretrains or restores once; returns ``(run_fn, pretrain summary)``."""
+    from profit_optax import diagnostics
+    from profit_optax.registry import make_method
+
+    t0 = time.perf_counter()
+    data = transfer.load_transfer_data(config)
+    print(f"data loaded in {time.perf_counter() - t0:.1f}s", flush=True)
+    old_model = model_factory(config.model, data.old_train.num_classes)
+    new_model = model_factory(config.model, data.new_train.num_classes)
+    pretrained, pre_summary = transfer.pretrain(config, old_model, data, workdir, progress=False)
+    old_head = pretrained[transfer.HEAD]
+    splits = {"old": split_half(data.old_test), "new": split_half(data.new_test)}
+    evaluate_old = make_classifier_eval(transfer.make_apply_fn(old_model))
+    evaluate_new = make_classifier_eval(transfer.make_apply_fn(new_model))
+    bs = config.eval_batch_size
+
+    def eval_fn(params) -> dict[str, float]:
+        out = {}
+        for i, split in enumerate(("val", "test")):
+            old = evaluate_old(
+                {**params, transfer.HEAD: old_head}, eval_batches(splits["old"][i], bs)
+            )
+            new = evaluate_new(params, eval_batches(splits["new"][i], bs))
+            out[f"old_{split}"] = 100.0 * old["accuracy"]
+            out[f"new_{split}"] = 100.0 * new["accuracy"]
+        return out
+
+    loss_fn = transfer.make_loss_fn(new_model, config.augment)
+    params = transfer.finetune_params(pretrained, new_model, data.new_train)
+    extra = transfer.default_mask_fn(params)
+    ft = config.finetune
+    trainers: dict[sw.Point, Trainer] = {}
+
+    def run_fn(point: sw.Point, seed: int) -> dict[str, Any]:
+        if point not in trainers:
+            hp = point.hparams(methods[point.method])
+            trainers[point] = Trainer(make_method(point.method, params, **extra, **hp), loss_fn)
+        trainer = trainers[point]
+        result = trainer.fit(
+            params,
+            train_batches(data.new_train, ft.batch_size, seed=seed),
+            ft.num_steps,
+            rng=jax.random.key(seed),
+            eval_fn=eval_fn,
+            eval_every=0,
+            progress=False,
+        )
+        d = jax.device_get(diagnostics(result.opt_state))
+        grad = float(d["grad_norm"])
+        return {
+            **{k: result.history[-1][k] for k in ("old_val", "new_val", "old_test", "new_test")},
+            # last main step only (a snapshot; the toy averages over the run)
+            "lambda_equiv": float(d["delta_norm"]) / grad if grad > 0 else None,
+            "conflict_rate": float(d["conflict"]),
+            "removed_frac": float(d["removed_norm"]) / grad if grad > 0 else None,
+            "steps": ft.num_steps,
+            "time_s": result.train_time_s + result.compile_time_s,
+            "train_time_s": result.train_time_s,
+            "compile_time_s": result.compile_time_s,
+        }
+
+    def reference() -> dict[str, float]:
+        return sw.reference_stats([eval_fn(params)])  # no fine-tuning: one number, std 0
+
+    run_fn.reference = reference
+    return run_fn, pre_summary
+
+
+def parser(
+    task: str, ratios: Sequence[float], ref_scales: Sequence[float]
+) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m experiments.lambda_sweep.{task}", description=__doc__
+    )
+    p.add_argument("--quick", action="store_true", help="the pipeline's quick config, tiny grid")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's")
+    p.add_argument("--methods", nargs="+", default=["profit"], help="labels of config methods")
+    p.add_argument("--ratios", type=float, nargs="+", default=list(ratios), help="λ_ref / λ_main")
+    p.add_argument("--ref-scales", type=float, nargs="+", default=list(ref_scales))
+    p.add_argument("--num-steps", type=int, default=None, help="override finetune.num_steps")
+    p.add_argument("--workdir", type=Path, default=Path(f"runs/lambda_sweep/{task}"))
+    p.add_argument("--pretrained-from", type=Path, default=None, help="pipeline workdir to copy")
+    p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
+    return p
+
+
+def main(
+    task: str,
+    get_config,
+    model_factory,
+    *,
+    ratios: Sequence[float],
+    ref_scales: Sequence[float],
+    quick_ratios: Sequence[float] = (1e-2,),
+    quick_ref_scales: Sequence[float] = (),
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """CLI shared by the MLP and ViT sweeps; returns the summary."""
+    args = parser(task, ratios, ref_scales).parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    config = get_config()
+    config.quick = bool(args.quick)
+    config = transfer.resolve_config(config)
+    if args.seeds:
+        config.finetune.seeds = tuple(args.seeds)
+    if args.num_steps:
+        config.finetune.num_steps = args.num_steps
+    if args.quick:
+        if args.ratios == list(ratios):
+            args.ratios = list(quick_ratios)
+        if args.ref_scales == list(ref_scales):
+            args.ref_scales = list(quick_ref_scales)
+        if args.workdir == Path(f"runs/lambda_sweep/{task}"):
+            args.workdir = Path(f"runs/lambda_sweep/{task}_quick")
+    workdir = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.pretrained_from is not None:
+        _copy_pretrained(args.pretrained_from, workdir, config)
+    methods = {}
+    for label in args.methods:
+        spec = dict(config.finetune.methods[label])
+        if spec.pop("method", label) != label:
+            raise ValueError(f"{label}: only registry names are supported")
+        methods[label] = spec
+    seeds = list(config.finetune.seeds)
+    points = sw.priority_order(sw.make_points(methods, args.ratios, args.ref_scales), methods)
+    t0 = time.perf_counter()
+    run_fn, pre_summary = make_runner(config, model_factory, workdir, methods)
+    blob = json.dumps(
+        [
+            pre_summary["fingerprint"],
+            config.new_task.to_dict(),
+            config.finetune.num_steps,
+            config.finetune.batch_size,
+            "val/test halves seed 0",
+            methods,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    records = sw.run_sweep(
+        points, seeds, run_fn, cache_dir=workdir / "runs", fingerprint=fingerprint
+    )
+    total = time.perf_counter() - t0
+    summary = sw.summarize(
+        records, METRIC, {n: float(m["learning_rate"]) for n, m in methods.items()}
+    )
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ft = config.finetune
+    meta = {
+        "command": " ".join([f"python -m experiments.lambda_sweep.{task}", *argv]),
+        "config": config.name + (" (quick)" if args.quick else ""),
+        "seeds": seeds,
+        "methods": methods,
+        "ratios": list(args.ratios),
+        "ref_scales": list(args.ref_scales),
+        "finetune_update_calls": ft.num_steps,
+        "batch_size": ft.batch_size,
+        "pretrained_old_acc_full_test": 100.0 * pre_summary["old_acc"],
+        "splits": "each task's TFDS test split cut in halves (fixed permutation, seed 0): "
+        "validation (choices) / test (reported)",
+        "total_wall_time_s": round(total, 1),
+        "versions": sw.versions(),
+    }
+    name = task + ("_quick" if args.quick else "")
+    paths = sw.write_outputs(
+        args.out,
+        task=name,
+        title=meta["config"],
+        metric=METRIC,
+        records=records,
+        summary=summary,
+        meta=meta,
+        reference=run_fn.reference(),
+        digits=2,
+    )
+    print(paths["md"].read_text())
+    print(f"wrote {', '.join(map(str, paths.values()))} in {total:.1f}s")
+    return summary

@@ -1,0 +1,99 @@
+"""The λ_ref sensitivity sweeps (experiments/lambda_sweep): statistics, the bar, quick runs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments.lambda_sweep import sweep as sw
+
+FILES = ("json", "csv", "md", "png")
+
+
+def test_points_include_the_default_ref_scale_and_set_hparams():
+    pts = sw.make_points({"profit": {"learning_rate": 1e-3, "ref_learning_rate": 1e-6}}, [1e-2], [])
+    assert [(p.kind, p.value) for p in pts] == [("fixed", 1e-5), ("auto", sw.default_ref_scale())]
+    assert sw.default_ref_scale() == 0.01
+    assert pts[0].hparams({"learning_rate": 1e-3, "ref_learning_rate": 1e-6}) == {
+        "learning_rate": 1e-3,
+        "ref_learning_rate": 1e-5,
+    }
+    assert pts[1].hparams({"learning_rate": 1e-3}) == {
+        "learning_rate": 1e-3,
+        "ref_learning_rate": None,
+        "ref_scale": 0.01,
+    }
+
+
+def _records(values, lower_is_better):
+    """Synthetic records: {(kind, value): [mean metric per seed]}."""
+    out = []
+    for (kind, value), per_seed in values.items():
+        for seed, m in enumerate(per_seed):
+            r = {"method": "profit", "kind": kind, "value": value, "seed": seed}
+            for split in ("val", "test"):
+                r.update({f"old_{split}": m, f"new_{split}": m, f"mean_{split}": m})
+            out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_best_fixed_is_chosen_on_validation_and_the_bar_uses_seed_noise(lower):
+    sign = 1 if lower else -1  # the same numbers, mirrored for accuracies
+    values = {
+        ("fixed", 1e-5): [sign * v for v in (1.0, 1.2, 1.1)],
+        ("fixed", 1e-6): [sign * v for v in (2.0, 2.0, 2.0)],
+        ("auto", 0.01): [sign * v for v in (1.05, 1.25, 1.15)],  # 0.05 worse, std 0.1: within
+        ("auto", 0.1): [sign * v for v in (1.6, 1.6, 1.6)],
+    }
+    metric = sw.Metric("m", lower_is_better=lower)
+    res = sw.summarize(_records(values, lower), metric)["profit"]
+    assert res["best_fixed"]["value"] == 1e-5
+    assert res["best_ref_scale"]["value"] == 0.01
+    bar = res["bar"]
+    assert bar["gap"] == pytest.approx(0.05) and bar["noise"] == pytest.approx(0.1)
+    assert bar["paired_gap_mean"] == pytest.approx(0.05)
+    assert bar["paired_gap_std"] == pytest.approx(0.0, abs=1e-12)
+    assert bar["holds"]
+    for worse in [(1.5, 1.5, 1.5), (1.0, 1.0, 1e3)]:  # consistently worse; one seed blows up
+        values[("auto", 0.01)] = [sign * v for v in worse]
+        assert not sw.summarize(_records(values, lower), metric)["profit"]["bar"]["holds"]
+
+
+def _check_outputs(out, name, methods):
+    for ext in FILES:
+        assert (out / f"{name}_sweep.{ext}").stat().st_size > 0
+    assert (out / f"{name}_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    payload = json.loads((out / f"{name}_sweep.json").read_text())
+    assert list(payload["summary"]) == methods
+    for res in payload["summary"].values():
+        assert res["bar"]["best_value"] > 0 and np.isfinite(res["bar"]["auto_mean"])
+    assert "The bar" in (out / f"{name}_sweep.md").read_text()
+
+
+@pytest.mark.slow
+def test_toy2d_quick_sweep(tmp_path):
+    from experiments.lambda_sweep import toy2d
+
+    toy2d.main(["--quick", "--methods", "profit", "--ratios", "1e-2", "--out", str(tmp_path)])
+    _check_outputs(tmp_path, "toy2d_quick", ["profit"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["mlp", "vit"])
+def test_fashion_mnist_quick_sweep_on_mock_data(tmp_path, task):
+    import importlib
+
+    tfds = pytest.importorskip("tensorflow_datasets")
+    module = importlib.import_module(f"experiments.lambda_sweep.{task}")
+    argv = ["--quick", "--seeds", "0", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path)]
+    with tfds.testing.mock_data(num_examples=200):
+        module.main(argv)
+    _check_outputs(tmp_path, f"{task}_quick", ["profit"])
+    assert (tmp_path / "work" / "pretrain" / "checkpoint").is_dir()
+    # a rerun reuses the pretrained checkpoint and every finished run
+    runs = sorted((tmp_path / "work" / "runs").iterdir())
+    mtimes = [p.stat().st_mtime for p in runs]
+    with tfds.testing.mock_data(num_examples=200):
+        module.main(argv)
+    assert [p.stat().st_mtime for p in runs] == mtimes
