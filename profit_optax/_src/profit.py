@@ -585,8 +585,14 @@ def profit(
 def _unwrap(tree: Any) -> Any:
     """Plain arrays for trees holding wrapped leaves (``flax.nnx`` Variables such as the
     ``OptArray``/``Param`` leaves of ``nnx.Optimizer`` states), as ``nnx.as_pure`` does."""
-    is_wrapped = lambda x: hasattr(x, "value") and not isinstance(x, jax.Array | np.ndarray)
-    return jax.tree.map(lambda x: x.value if is_wrapped(x) else x, tree, is_leaf=is_wrapped)
+
+    def is_wrapped(x: Any) -> bool:  # looks at the type: reading `.value` warns on nnx
+        kind = type(x)
+        plain = isinstance(x, jax.Array | np.ndarray)
+        return not plain and (hasattr(kind, "get_value") or hasattr(kind, "value"))
+
+    value = lambda x: x.get_value() if hasattr(type(x), "get_value") else x.value
+    return jax.tree.map(lambda x: value(x) if is_wrapped(x) else x, tree, is_leaf=is_wrapped)
 
 
 def _contains(opt_state: Any, kind: type) -> bool:
