@@ -80,6 +80,15 @@ def env_markdown(info: dict[str, Any]) -> str:
     )
 
 
+def report(res: dict[str, Any], markdown: Any, json_path: str | None) -> dict[str, Any]:
+    """Prints the environment and ``markdown(res)``, writes ``res`` as JSON; returns ``res``."""
+    print(env_markdown(res["env"]))
+    print()
+    print(markdown(res))
+    write_json(json_path, res)
+    return res
+
+
 def write_json(path: str | None, payload: Any) -> None:
     if not path:
         return

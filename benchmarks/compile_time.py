@@ -147,11 +147,7 @@ def main(argv=None) -> dict[str, Any]:
     if args.quick:
         args.workloads, args.n_refs, args.repeats = ["mlp_fmnist"], [1], 1
     res = run(args.workloads, args.n_refs, args.repeats)
-    print(C.env_markdown(res["env"]))
-    print()
-    print(markdown(res))
-    C.write_json(args.json, res)
-    return res
+    return C.report(res, markdown, args.json)
 
 
 if __name__ == "__main__":

@@ -148,11 +148,7 @@ def main(argv=None) -> dict[str, Any]:
         args.workloads, args.methods = ["mlp_fmnist"], ["adam", "profit_sgd_n1"]
         args.table_model = "mlp_fmnist"
     res = run(args.workloads, args.methods, args.table_model)
-    print(C.env_markdown(res["env"]))
-    print()
-    print(markdown(res))
-    C.write_json(args.json, res)
-    return res
+    return C.report(res, markdown, args.json)
 
 
 if __name__ == "__main__":

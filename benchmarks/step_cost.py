@@ -164,11 +164,7 @@ def main(argv=None) -> dict[str, Any]:
         batch_size=args.batch_size,
         time_budget_s=args.time_budget_s,
     )
-    print(C.env_markdown(res["env"]))
-    print()
-    print(markdown(res))
-    C.write_json(args.json, res)
-    return res
+    return C.report(res, markdown, args.json)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests._procs import kill_all, wait_all
 
 ROOT = Path(__file__).resolve().parent.parent
 NUM_PROCESSES = 2
@@ -158,15 +159,9 @@ def test_mlp_pipeline_across_processes_matches_single_process(tmp_path):
         finally:
             if preparer is not None:
                 data.DATASET_PREPARERS["fashion_mnist"] = preparer
-        for p in procs:
-            p.wait(timeout=max(1.0, TIMEOUT_S - (time.monotonic() - start)))
+        wait_all(procs, start, TIMEOUT_S)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        for log in logs:
-            log.close()
+        kill_all(procs, logs)
     outputs = [(multi.parent / f"log_{i}.txt").read_text() for i in range(NUM_PROCESSES)]
     assert [p.returncode for p in procs] == [0] * NUM_PROCESSES, "\n\n".join(
         o[-4000:] for o in outputs

@@ -10,8 +10,6 @@ killed (whole process group) whatever happens.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests import _sharded_training as st
+from tests._procs import kill_all, wait_all
 from tests.test_sharding import subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,15 +82,9 @@ def test_profit_across_processes_matches_single_device(tmp_path):
             "fsdp": single_device_reference("profit_nref1", 6),
             "2d": single_device_reference("profit_nref2", 9),
         }
-        for p in procs:
-            p.wait(timeout=max(1.0, TIMEOUT_S - (time.monotonic() - start)))
+        wait_all(procs, start, TIMEOUT_S)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        for log in logs:
-            log.close()
+        kill_all(procs, logs)
     outputs = [(tmp_path / f"log_{i}.txt").read_text()[-4000:] for i in range(NUM_PROCESSES)]
     assert [p.returncode for p in procs] == [0] * NUM_PROCESSES, "\n\n".join(outputs)
 

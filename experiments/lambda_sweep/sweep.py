@@ -556,23 +556,11 @@ def plot(
 
 def versions() -> dict[str, str]:
     """Library versions and machine description recorded with the results."""
-    import platform
+    import os
 
-    import flax
-    import jax
-    import optax
+    from experiments.toy2d.main import versions as toy_versions
 
-    return {
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "optax": optax.__version__,
-        "flax": flax.__version__,
-        "numpy": np.__version__,
-        "backend": jax.default_backend(),
-        "devices": ", ".join(d.device_kind for d in jax.devices()),
-        "platform": platform.platform(),
-        "cpus": str(__import__("os").cpu_count()),
-    }
+    return {**toy_versions(), "cpus": str(os.cpu_count())}
 
 
 def rewrite(json_path: Path) -> dict[str, Path]:
