@@ -477,9 +477,16 @@ class PassRow:
     label: str
 
 
+_ELEMENTWISE = frozenset(
+    "add subtract multiply divide negate abs sqrt rsqrt convert maximum minimum select "
+    "compare exponential log power".split()
+)
+
+
 def _sliced_read(fused: HloComputation, index: int) -> int | None:
     """Elements a fusion reads of its ``index``-th operand when every use is a
-    ``slice`` (possibly through bitcasts); ``None`` when it is read whole."""
+    ``slice`` (possibly through bitcasts and same-shaped elementwise ops, which a
+    loop fusion evaluates only at the elements used); ``None`` when it is read whole."""
     pname = next(
         (
             op.name
@@ -490,18 +497,30 @@ def _sliced_read(fused: HloComputation, index: int) -> int | None:
     )
     if pname is None:
         return None
-    frontier, total = [pname], 0
+    size = sum(n for _, n in next(op for op in fused.ops if op.name == pname).out)
+    frontier, seen, windows = [pname], set(), {}
     while frontier:
         name = frontier.pop()
         users = [op for op in fused.ops if name in op.operands]
+        if not users:  # the fusion's result: read whole
+            return None
         for u in users:
+            if u.name in seen:
+                continue
+            seen.add(u.name)
             if u.opcode == "bitcast":
                 frontier.append(u.name)
+            elif u.opcode in _ELEMENTWISE and sum(n for _, n in u.out) == size:
+                # a loop fusion computes an element only where it is used: an
+                # elementwise op whose every use is sliced is read only there.
+                frontier.append(u.name)
             elif u.opcode == "slice":
-                total += sum(n for _, n in u.out)
+                spec = re.search(r"slice=\{[^}]*\}", u.line)
+                # the same window reached along several paths is read once
+                windows[spec.group(0) if spec else u.name] = sum(n for _, n in u.out)
             else:
                 return None
-    return total
+    return sum(windows.values())
 
 
 def conditional_kind(op: HloOp, n_large_leaves: int, min_elems: int) -> str:

@@ -89,8 +89,8 @@ def method_specs(names: list[str] | None = None) -> list[Spec]:
     """The methods of the update benchmark (Adam first: it is the baseline)."""
     ident = lambda p: p
     specs = [Spec("adam", optax.adam(LR), 1, ident, [("all", 0, 1, None)], None)]
-    for ref_name, ref in (("sgd", optax.sgd(LR / 100)), ("auto", None)):
-        for n_ref in (1, 3):
+    for ref_name, ref, n_refs in (("sgd", optax.sgd(LR / 100), (1, 2, 3)), ("auto", None, (1, 3))):
+        for n_ref in n_refs:
             specs.append(
                 Spec(
                     f"profit_{ref_name}_n{n_ref}",

@@ -1,6 +1,9 @@
 """The λ_ref sensitivity sweeps (experiments/lambda_sweep): statistics, the bar, quick runs."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import pytest
 from experiments.lambda_sweep import sweep as sw
 
 FILES = ("json", "csv", "md", "png")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_points_include_the_default_ref_scale_and_set_hparams():
@@ -77,6 +81,24 @@ def test_toy2d_quick_sweep(tmp_path):
 
     toy2d.main(["--quick", "--methods", "profit", "--ratios", "1e-2", "--out", str(tmp_path)])
     _check_outputs(tmp_path, "toy2d_quick", ["profit"])
+
+
+@pytest.mark.slow
+def test_toy2d_x64_keeps_a_tiny_reference_step(tmp_path):
+    """At λ_ref = 3e-10 the float32 toy's Δ rounds to 0 (λ_equiv 0 in the committed sweep);
+    fine-tuned in float64 (a subprocess: x64 is process-global) Δ keeps its nominal size."""
+    cmd = [
+        sys.executable, "-m", "experiments.lambda_sweep.toy2d", "--quick", "--x64",
+        "--methods", "profit_sgd", "--ratios", "1e-7", "--ref-scales", "0.01",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=600)
+    data = json.loads((tmp_path / "toy2d_x64_quick_sweep.json").read_text())
+    assert data["title"].endswith("float64")
+    (rec,) = [r for r in data["records"] if r["kind"] == "fixed"]
+    assert rec["value"] == pytest.approx(3e-10)
+    assert rec["lambda_equiv"] == pytest.approx(3e-10, rel=0.2)
+    assert rec["conflict_rate"] > 0.5
 
 
 @pytest.mark.slow

@@ -340,6 +340,22 @@ def test_projection_sums_are_accurate_on_large_leaves(n):
     np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
 
 
+@pytest.mark.parametrize("n", [1_000_003, 7])
+def test_projection_sums_between_are_accurate(n):
+    """⟨g, a−b⟩, ‖a−b‖², ‖g‖² from (g, a, b) without materialising a−b must be as
+    accurate as float64 dots (rtol 1e-5) when a−b is small against a."""
+    from profit_optax._src.profit import _projection_sums_between
+
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=n).astype(np.float32)
+    a = rng.normal(size=n).astype(np.float32)
+    b = (a + rng.normal(size=n) * 1e-3).astype(np.float32)
+    args = ({"x": jnp.asarray(g)}, {"x": jnp.asarray(a)}, {"x": jnp.asarray(b)})
+    got = np.asarray(jax.jit(_projection_sums_between)(*args))[0]
+    g64, d64 = g.astype(np.float64), a.astype(np.float64) - b.astype(np.float64)
+    np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
+
+
 def test_ref_params_recovers_theta_ref_mid_cycle():
     theta0, grad_at = mlp_problem("float32")
     tx = profit_optax.profit(optax.adam(1e-2), optax.sgd(1e-2), n_ref=3)

@@ -60,8 +60,13 @@ def projection_stats(count, delta, grad, conflict, removed) -> dict[str, float]:
     }
 
 
-def make_runner(cfg, methods, seeds, progress: bool = False):
-    """Pretrains once per seed and returns ``run_fn(point, seed)`` for :func:`sweep.run_sweep`."""
+def make_runner(cfg, methods, seeds, progress: bool = False, dtype: Any = None):
+    """Pretrains once per seed and returns ``run_fn(point, seed)`` for :func:`sweep.run_sweep`.
+
+    ``dtype`` (e.g. ``jnp.float64``, with ``jax_enable_x64`` on): the pretrained float32
+    parameters are cast to it before fine-tuning, so the whole fine-tuning (optimizer
+    states, Δ, the model's computation) runs in that precision from the same models.
+    """
     from profit_optax import diagnostics, masks
     from profit_optax.registry import make_method
 
@@ -72,6 +77,8 @@ def make_runner(cfg, methods, seeds, progress: bool = False):
     for s in seeds:
         t0 = time.perf_counter()
         pre[s] = train.pretrain(model, data[s], cfg.pretrain, s, progress=progress)[0]
+        if dtype is not None:
+            pre[s] = jax.tree.map(lambda x: jnp.asarray(x, dtype), pre[s])
         print(f"pretrained seed {s} in {time.perf_counter() - t0:.1f}s", flush=True)
     compiled: dict[sw.Point, Any] = {}
 
@@ -143,7 +150,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ratios", type=float, nargs="+", default=None, help="λ_ref / λ_main grid")
     p.add_argument("--ref-scales", type=float, nargs="+", default=None)
     p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
+    p.add_argument(
+        "--x64",
+        action="store_true",
+        help="fine-tune in float64 (same float32-pretrained models, cast up): where a fixed "
+        "λ_ref's Δ rounds away in float32, float64 shows what Algorithm 1 does with it",
+    )
     args = p.parse_args(argv)
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
     cfg = get_config(quick=args.quick)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
     cfg = dataclasses.replace(cfg, seeds=tuple(seeds))
@@ -152,14 +167,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     methods = {n: dict(DEFAULT_METHODS[n]) for n in args.methods}
     points = sw.make_points(methods, ratios, scales)
     t0 = time.perf_counter()
-    run_fn = make_runner(cfg, methods, seeds)
+    run_fn = make_runner(cfg, methods, seeds, dtype=jnp.float64 if args.x64 else None)
     records = sw.run_sweep(points, seeds, run_fn)
     total = time.perf_counter() - t0
     summary = sw.summarize(
         records, METRIC, {n: float(m["learning_rate"]) for n, m in methods.items()}
     )
     argv = sys.argv[1:] if argv is None else list(argv)
-    title = "2D toy" + (" (quick)" if args.quick else "")
+    title = "2D toy" + (" (quick)" if args.quick else "") + (", float64" if args.x64 else "")
     meta = {
         "command": " ".join(["python -m experiments.lambda_sweep.toy2d", *argv]),
         "seeds": seeds,
@@ -175,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     paths = sw.write_outputs(
         args.out,
-        task=TASK + ("_quick" if args.quick else ""),
+        task=TASK + ("_x64" if args.x64 else "") + ("_quick" if args.quick else ""),
         title=title,
         metric=METRIC,
         records=records,
