@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -61,8 +62,15 @@ def _copy_pretrained(src: Path, workdir: Path, config: ml_collections.ConfigDict
     print(f"copied the pretrained model from {src}/pretrain", flush=True)
 
 
-def make_runner(config: ml_collections.ConfigDict, model_factory, workdir: Path, methods):
-    """Loads data, pretrains or restores once; returns ``(run_fn, pretrain summary)``."""
+def make_runner(
+    config: ml_collections.ConfigDict, model_factory, workdir: Path, methods, dtype: Any = None
+):
+    """Loads data, pretrains or restores once; returns ``(run_fn, pretrain summary)``.
+
+    ``dtype`` (e.g. ``jnp.float64``, with ``jax_enable_x64`` on): the pretrained parameters
+    are cast to it before fine-tuning and evaluation (the models compute in their
+    parameters' dtype), so fine-tuning runs in that precision from the same checkpoint.
+    """
     from profit_optax import diagnostics
     from profit_optax.registry import make_method
 
@@ -72,7 +80,8 @@ def make_runner(config: ml_collections.ConfigDict, model_factory, workdir: Path,
     old_model = model_factory(config.model, data.old_train.num_classes)
     new_model = model_factory(config.model, data.new_train.num_classes)
     pretrained, pre_summary = transfer.pretrain(config, old_model, data, workdir, progress=False)
-    old_head = pretrained[transfer.HEAD]
+    cast = (lambda t: jax.tree.map(lambda x: jnp.asarray(x, dtype), t)) if dtype else (lambda t: t)
+    old_head = cast(pretrained[transfer.HEAD])
     splits = {"old": split_half(data.old_test), "new": split_half(data.new_test)}
     evaluate_old = make_classifier_eval(transfer.make_apply_fn(old_model))
     evaluate_new = make_classifier_eval(transfer.make_apply_fn(new_model))
@@ -90,7 +99,7 @@ def make_runner(config: ml_collections.ConfigDict, model_factory, workdir: Path,
         return out
 
     loss_fn = transfer.make_loss_fn(new_model, config.augment)
-    params = transfer.finetune_params(pretrained, new_model, data.new_train)
+    params = cast(transfer.finetune_params(pretrained, new_model, data.new_train))
     extra = transfer.default_mask_fn(params)
     ft = config.finetune
     trainers: dict[sw.Point, Trainer] = {}
@@ -145,6 +154,11 @@ def parser(
     p.add_argument("--workdir", type=Path, default=Path(f"runs/lambda_sweep/{task}"))
     p.add_argument("--pretrained-from", type=Path, default=None, help="pipeline workdir to copy")
     p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
+    p.add_argument(
+        "--x64",
+        action="store_true",
+        help="fine-tune in float64 from the float32 checkpoint (results as <task>_x64)",
+    )
     return p
 
 
@@ -161,6 +175,8 @@ def main(
 ) -> dict[str, Any]:
     """CLI shared by the MLP and ViT sweeps; returns the summary."""
     args = parser(task, ratios, ref_scales).parse_args(argv)
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = get_config()
     config.quick = bool(args.quick)
@@ -176,6 +192,8 @@ def main(
             args.ref_scales = list(quick_ref_scales)
         if args.workdir == Path(f"runs/lambda_sweep/{task}"):
             args.workdir = Path(f"runs/lambda_sweep/{task}_quick")
+    if args.x64 and args.workdir.name == task:  # the default workdir: keep float32 runs apart
+        args.workdir = args.workdir.with_name(task + "_x64")
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     if args.pretrained_from is not None:
@@ -189,7 +207,8 @@ def main(
     seeds = list(config.finetune.seeds)
     points = sw.priority_order(sw.make_points(methods, args.ratios, args.ref_scales), methods)
     t0 = time.perf_counter()
-    run_fn, pre_summary = make_runner(config, model_factory, workdir, methods)
+    dtype = jnp.float64 if args.x64 else None
+    run_fn, pre_summary = make_runner(config, model_factory, workdir, methods, dtype)
     blob = json.dumps(
         [
             pre_summary["fingerprint"],
@@ -198,6 +217,7 @@ def main(
             config.finetune.batch_size,
             "val/test halves seed 0",
             methods,
+            *(["float64"] if args.x64 else []),
         ],
         sort_keys=True,
         default=str,
@@ -214,7 +234,9 @@ def main(
     ft = config.finetune
     meta = {
         "command": " ".join([f"python -m experiments.lambda_sweep.{task}", *argv]),
-        "config": config.name + (" (quick)" if args.quick else ""),
+        "config": config.name
+        + (" (quick)" if args.quick else "")
+        + (", float64" if args.x64 else ""),
         "seeds": seeds,
         "methods": methods,
         "ratios": list(args.ratios),
@@ -227,7 +249,7 @@ def main(
         "total_wall_time_s": round(total, 1),
         "versions": sw.versions(),
     }
-    name = task + ("_quick" if args.quick else "")
+    name = task + ("_x64" if args.x64 else "") + ("_quick" if args.quick else "")
     paths = sw.write_outputs(
         args.out,
         task=name,
