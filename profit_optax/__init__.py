@@ -19,6 +19,7 @@ from profit_optax._src.lean import (
     profit_lean,
 )
 from profit_optax._src.profit import (
+    DEFAULT_REF_SCALE,
     AutoReferenceState,
     ProfitDiagnostics,
     ProfitState,
@@ -32,6 +33,7 @@ from profit_optax._src.warmup import WarmupThenState, warmup_then
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_REF_SCALE",
     "AutoReferenceState",
     "FTPState",
     "L2SPState",

@@ -36,7 +36,7 @@ import optax.contrib
 from profit_optax._src.ftp import ftp
 from profit_optax._src.l2sp import l2sp
 from profit_optax._src.masks import invert_mask, resolve_static_mask
-from profit_optax._src.profit import profit, ref_params
+from profit_optax._src.profit import DEFAULT_REF_SCALE, profit, ref_params
 
 Params = Any
 Stored = Any
@@ -282,7 +282,7 @@ _METHODS: dict[str, _Spec] = {
             **_ADAM_DEFAULTS,
             "n_ref": 1,
             "ref_learning_rate": None,
-            "ref_scale": 0.01,
+            "ref_scale": DEFAULT_REF_SCALE,
             "projection": "global",
         },
         _profit,
@@ -296,7 +296,7 @@ _METHODS: dict[str, _Spec] = {
             **_SGD_DEFAULTS,
             "n_ref": 1,
             "ref_learning_rate": None,
-            "ref_scale": 0.01,
+            "ref_scale": DEFAULT_REF_SCALE,
             "projection": "global",
         },
         lambda hp, m: _profit(hp, m, main="sgd"),

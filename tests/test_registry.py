@@ -200,7 +200,7 @@ def test_profit_hparams():
         "eps": 1e-8,
         "n_ref": 3,
         "ref_learning_rate": 1e-4,
-        "ref_scale": 0.01,
+        "ref_scale": 3e-4,
         "projection": "per_tensor",
     }
     stored, state = train(method, params, 8)

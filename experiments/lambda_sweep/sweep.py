@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import inspect
 import json
 import math
 import time
@@ -42,10 +41,10 @@ EXTRA_KEYS = ("lambda_equiv", "conflict_rate", "removed_frac", "time_s")
 
 
 def default_ref_scale() -> float:
-    """The core's default ``ref_scale`` (read from ``profit_optax.profit``'s signature)."""
+    """The core's default ``ref_scale`` (``profit_optax.DEFAULT_REF_SCALE``)."""
     import profit_optax
 
-    return float(inspect.signature(profit_optax.profit).parameters["ref_scale"].default)
+    return float(profit_optax.DEFAULT_REF_SCALE)
 
 
 @dataclasses.dataclass(frozen=True)

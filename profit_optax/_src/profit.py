@@ -262,6 +262,13 @@ def _project(
 # The transformation.
 
 
+#: The automatic reference step's default ``ref_scale``: the value with the smallest
+#: worst-case validation gap to the best fixed λ_ref, in units of seed std, over the
+#: λ_ref sweeps' tasks where PROFIT is stable (2D toy with SGD-momentum, Fashion-MNIST MLP
+#: and ViT); see ``docs/lambda_ref.md``. It was 0.01 before 2026-11-23.
+DEFAULT_REF_SCALE = 3e-4
+
+
 def profit(
     optimizer: optax.GradientTransformation,
     reference_optimizer: optax.GradientTransformation | None = None,
@@ -269,7 +276,7 @@ def profit(
     n_ref: int = 1,
     projection: Literal["global", "per_tensor"] = "global",
     reset_reference_state: bool = False,
-    ref_scale: float = 0.01,
+    ref_scale: float | None = None,
     one_call: bool = False,
     memory: Literal["exact", "lean"] = "exact",
 ) -> optax.GradientTransformationExtraArgs:
@@ -327,7 +334,10 @@ def profit(
         the end of every cycle. The paper keeps each optimizer's own state, so
         the default is ``False``; irrelevant for stateless SGD.
       ref_scale: the automatic reference step's length relative to the main
-        step (only used with ``reference_optimizer=None``).
+        step (only used with ``reference_optimizer=None``). ``None``:
+        :data:`DEFAULT_REF_SCALE` (3e-4, chosen on the validation splits of the
+        λ_ref sweeps, see ``docs/lambda_ref.md``); with ``memory="lean"``, that
+        mode's own default (0.01).
       one_call: if ``True``, ``update(grads, state, params, grad_fn=...)``
         performs a whole cycle in one call: ``grads`` is the first reference
         gradient at θ_ref and ``grad_fn(params, i)`` (``i = 0 .. n_ref - 1``)
@@ -370,8 +380,11 @@ def profit(
             )
         from profit_optax._src.lean import profit_lean  # lean builds on this module
 
-        return profit_lean(optimizer, ref_scale=ref_scale, projection=projection)
+        lean_kw = {} if ref_scale is None else {"ref_scale": ref_scale}
+        return profit_lean(optimizer, projection=projection, **lean_kw)
     auto_ref = reference_optimizer is None
+    if ref_scale is None:
+        ref_scale = DEFAULT_REF_SCALE
     if not auto_ref:
         _check_transformation(reference_optimizer, "reference_optimizer")
     if isinstance(n_ref, bool) or not isinstance(n_ref, int | jnp.integer) or n_ref < 1:
