@@ -72,9 +72,13 @@ class AutoReferenceState(NamedTuple):
     """State of the automatic reference step (``reference_optimizer=None``).
 
     Attributes:
-      main_step_norm: ‖u‖ of the main optimizer's last update (0.0 before the
-        first main step); the reference displacement per reference step is
-        ``ref_scale * main_step_norm`` along −g/‖g‖.
+      main_step_norm: the length of the last main step, ‖θ_ref + u − θ'‖: from
+        the point where the main gradient was taken (θ' = θ_ref + Δ) to the new
+        parameters (0.0 before the first main step). It equals ‖u‖ to within
+        ‖Δ‖ = ``ref_scale`` × the previous one, and, unlike ‖u‖, it is read off
+        the new parameters without writing u out (one reduction, no
+        parameter-sized temporary). The reference displacement per reference step
+        is ``ref_scale * main_step_norm`` along −g/‖g‖.
     """
 
     main_step_norm: jax.Array
@@ -156,6 +160,16 @@ def _check_trees(grads: optax.Updates, params: optax.Params | None) -> None:
 def _sumsq(tree: Any) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     return sum((jnp.sum(jnp.square(_f(x)), dtype=jnp.float32) for x in leaves), jnp.float32(0))
+
+
+def _sumsq_between(a: Any, b: Any) -> jax.Array:
+    """‖a − b‖² over two trees, accumulated in float32 (float64 for float64 inputs)."""
+
+    def leaf(x, y):
+        acc = jnp.promote_types(_acc_dtype(x.dtype), _acc_dtype(y.dtype))
+        return jnp.sum(jnp.square(x.astype(acc) - y.astype(acc)), dtype=acc)
+
+    return sum(jax.tree.leaves(jax.tree.map(leaf, a, b)), jnp.float32(0)).astype(jnp.float32)
 
 
 def _tree_select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
@@ -325,8 +339,10 @@ def profit(
         ``optax.sgd(λ_main / 100)`` (the paper: λ_main/10 … λ_main/10⁴). If
         ``None``, an automatic, scale-free reference step is used: each
         reference step moves ``ref_scale × ‖u_main‖`` along −g/‖g‖, where
-        ‖u_main‖ is the length of the main optimizer's last update (the first
-        cycle, before any main update, takes no reference step).
+        ‖u_main‖ is the length of the last main step (from the point where the
+        main gradient was taken to the new parameters: ‖u‖ to within
+        ``ref_scale``; the first cycle, before any main update, takes no
+        reference step).
       n_ref: number of reference steps per cycle (the paper uses 1).
       projection: ``"global"`` (the paper: one inner product over the whole
         parameter vector) or ``"per_tensor"`` (each leaf projected on its own).
@@ -414,17 +430,18 @@ def profit(
     # -- main step ----------------------------------------------------------------
 
     def main_step(grads, main_state, ref_state, theta_ref, delta, sums):
-        """Projects g, runs the main optimizer at θ_ref. Returns (u, state parts, diag)."""
+        """Projects g, runs the main optimizer at θ_ref. Returns (u, state parts, diag).
+
+        The automatic reference state is left to the caller (``main_step_norm``)."""
         g_proj, diag = _project(grads, delta, projection, sums)
         u, main_state = optimizer.update(g_proj, main_state, theta_ref)
-        if auto_ref:
-            ref_state = AutoReferenceState(main_step_norm=jnp.sqrt(_sumsq(u)))
-        elif reset_reference_state:
+        if reset_reference_state and not auto_ref:
             ref_state = reference_optimizer.init(theta_ref)
         return u, main_state, ref_state, diag
 
     # The main call writes the reference state only for the automatic reference step
-    # or when resetting it; otherwise the reference state never enters the main branch.
+    # (the main step's length) or when resetting it; otherwise the reference state never
+    # enters the main branch.
     main_writes_ref_state = auto_ref or reset_reference_state
 
     def with_skips(diag: ProfitDiagnostics, finite) -> ProfitDiagnostics:
@@ -489,6 +506,8 @@ def profit(
                 new_theta = jax.tree.map(
                     lambda r, ui: (_f(r) + _f(ui)).astype(r.dtype), theta_ref, u
                 )
+                if auto_ref:  # read off the new θ_ref: u itself is never written out
+                    new_ref = AutoReferenceState(jnp.sqrt(_sumsq_between(params, new_theta)))
                 new_diag = new_diag._replace(nonfinite_count=diag.nonfinite_count)
                 return new_theta, new_main, new_ref, new_diag
 
@@ -576,6 +595,9 @@ def profit(
         u, main_state, ref_state, diag = main_step(
             g_main, state.main_state, ref_state, params, delta, sums
         )
+        if auto_ref:  # as in alternating mode: ‖θ_ref + u − θ'‖
+            new = jax.tree.map(lambda p, ui: (_f(p) + _f(ui)).astype(p.dtype), params, u)
+            ref_state = AutoReferenceState(jnp.sqrt(_sumsq_between(new, probe)))
         out = jax.tree.map(
             lambda p, ui: jnp.where(finite, ui.astype(p.dtype), jnp.zeros_like(p)), params, u
         )
