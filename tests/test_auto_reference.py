@@ -117,9 +117,9 @@ def test_auto_reference_adds_no_parameter_sized_state():
 
 @pytest.mark.parametrize("reference", [None, "sgd"])
 def test_donated_step_writes_no_parameter_sized_temporary(reference):
-    """Under donation the step keeps no parameter-sized temporary beyond the gradient (the
-    main update u and Δ are never written out; the automatic step's length is read off the new θ_ref) and
-    copies only the θ_ref save, inside its conditional."""
+    """Under donation the step keeps no parameter-sized temporary beyond the gradient (u
+    and Δ are never written out; the automatic step's length is read off the new θ_ref)
+    and copies only the θ_ref save, inside its conditional."""
     shape = (512, 256)
     params = {"w": jnp.zeros(shape), "b": jnp.zeros(shape[1:])}
     ref = None if reference is None else optax.sgd(1e-4)
