@@ -146,7 +146,11 @@ def test_qualitative_ordering_on_a_fixed_seed(tmp_path):
     methods = {
         "adam": {"learning_rate": lr},
         "head_only": {"learning_rate": 3e-3},
-        "profit": {"learning_rate": lr},  # automatic reference step (registry default)
+        # automatic reference step at ref_scale 0.01, the default when docs/toy2d.md was
+        # written. At today's default (3e-4) PROFIT trades a little old error for new error
+        # here (seeds 0-2, old/new: 0.066/0.044 at 0.01, 0.091/0.036 at 3e-4; Adam
+        # 0.205/0.015); on seed 0 its old error is then 0.61x Adam's, not < 0.6x.
+        "profit": {"learning_rate": lr, "ref_scale": 0.01},
     }
     cfg = dataclasses.replace(get_config(), seeds=(0,), methods=methods)
     res = toy_main.run(cfg, tmp_path, progress=False)
