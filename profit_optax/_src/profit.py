@@ -162,6 +162,11 @@ def _sumsq(tree: Any) -> jax.Array:
     return sum((jnp.sum(jnp.square(_f(x)), dtype=jnp.float32) for x in leaves), jnp.float32(0))
 
 
+def _add_rounded(a: Any, b: Any) -> Any:
+    """round(a + b) in ``a``'s dtypes, the sum taken in the accumulation dtype."""
+    return jax.tree.map(lambda x, y: (_f(x) + _f(y)).astype(x.dtype), a, b)
+
+
 def _sumsq_between(a: Any, b: Any) -> jax.Array:
     """‖a − b‖² over two trees, accumulated in float32 (float64 for float64 inputs)."""
 
@@ -503,9 +508,7 @@ def profit(
                     grads, main_state, ref_state, theta_ref, delta, sums
                 )
                 # round(θ_ref + u): the parameters at the end of the cycle, exactly.
-                new_theta = jax.tree.map(
-                    lambda r, ui: (_f(r) + _f(ui)).astype(r.dtype), theta_ref, u
-                )
+                new_theta = _add_rounded(theta_ref, u)
                 if auto_ref:  # read off the new θ_ref: u itself is never written out
                     new_ref = AutoReferenceState(jnp.sqrt(_sumsq_between(params, new_theta)))
                 new_diag = new_diag._replace(nonfinite_count=diag.nonfinite_count)
@@ -582,7 +585,7 @@ def profit(
             probe, g, ref_state, finite = carry
             gg = _sumsq(g)
             u, new_ref_state = ref_step(g, ref_state, probe, gg)
-            probe = jax.tree.map(lambda p, s: (_f(p) + _f(s)).astype(p.dtype), probe, u)
+            probe = _add_rounded(probe, u)
             g = grad_fn(probe, i)
             return probe, g, new_ref_state, finite & jnp.isfinite(gg)
 
@@ -596,8 +599,8 @@ def profit(
             g_main, state.main_state, ref_state, params, delta, sums
         )
         if auto_ref:  # as in alternating mode: ‖θ_ref + u − θ'‖
-            new = jax.tree.map(lambda p, ui: (_f(p) + _f(ui)).astype(p.dtype), params, u)
-            ref_state = AutoReferenceState(jnp.sqrt(_sumsq_between(new, probe)))
+            step_sq = _sumsq_between(_add_rounded(params, u), probe)
+            ref_state = AutoReferenceState(jnp.sqrt(step_sq))
         out = jax.tree.map(
             lambda p, ui: jnp.where(finite, ui.astype(p.dtype), jnp.zeros_like(p)), params, u
         )
