@@ -77,8 +77,7 @@ def make_runner(cfg, methods, seeds, progress: bool = False, dtype: Any = None):
     for s in seeds:
         t0 = time.perf_counter()
         pre[s] = train.pretrain(model, data[s], cfg.pretrain, s, progress=progress)[0]
-        if dtype is not None:
-            pre[s] = jax.tree.map(lambda x: jnp.asarray(x, dtype), pre[s])
+        pre[s] = sw.cast_params(pre[s], dtype)
         print(f"pretrained seed {s} in {time.perf_counter() - t0:.1f}s", flush=True)
     compiled: dict[sw.Point, Any] = {}
 
@@ -150,15 +149,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ratios", type=float, nargs="+", default=None, help="λ_ref / λ_main grid")
     p.add_argument("--ref-scales", type=float, nargs="+", default=None)
     p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
-    p.add_argument(
-        "--x64",
-        action="store_true",
-        help="fine-tune in float64 (same float32-pretrained models, cast up): where a fixed "
-        "λ_ref's Δ rounds away in float32, float64 shows what Algorithm 1 does with it",
-    )
+    sw.add_x64_argument(p)
     args = p.parse_args(argv)
-    if args.x64:
-        jax.config.update("jax_enable_x64", True)
+    dtype = sw.fine_tune_dtype(args.x64)
     cfg = get_config(quick=args.quick)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
     cfg = dataclasses.replace(cfg, seeds=tuple(seeds))
@@ -167,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     methods = {n: dict(DEFAULT_METHODS[n]) for n in args.methods}
     points = sw.make_points(methods, ratios, scales)
     t0 = time.perf_counter()
-    run_fn = make_runner(cfg, methods, seeds, dtype=jnp.float64 if args.x64 else None)
+    run_fn = make_runner(cfg, methods, seeds, dtype=dtype)
     records = sw.run_sweep(points, seeds, run_fn)
     total = time.perf_counter() - t0
     summary = sw.summarize(
@@ -190,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     paths = sw.write_outputs(
         args.out,
-        task=TASK + ("_x64" if args.x64 else "") + ("_quick" if args.quick else ""),
+        task=sw.variant(TASK, x64=args.x64, quick=args.quick),
         title=title,
         metric=METRIC,
         records=records,

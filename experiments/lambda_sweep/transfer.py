@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -80,8 +79,7 @@ def make_runner(
     old_model = model_factory(config.model, data.old_train.num_classes)
     new_model = model_factory(config.model, data.new_train.num_classes)
     pretrained, pre_summary = transfer.pretrain(config, old_model, data, workdir, progress=False)
-    cast = (lambda t: jax.tree.map(lambda x: jnp.asarray(x, dtype), t)) if dtype else (lambda t: t)
-    old_head = cast(pretrained[transfer.HEAD])
+    old_head = sw.cast_params(pretrained[transfer.HEAD], dtype)
     splits = {"old": split_half(data.old_test), "new": split_half(data.new_test)}
     evaluate_old = make_classifier_eval(transfer.make_apply_fn(old_model))
     evaluate_new = make_classifier_eval(transfer.make_apply_fn(new_model))
@@ -99,7 +97,8 @@ def make_runner(
         return out
 
     loss_fn = transfer.make_loss_fn(new_model, config.augment)
-    params = cast(transfer.finetune_params(pretrained, new_model, data.new_train))
+    params = transfer.finetune_params(pretrained, new_model, data.new_train)
+    params = sw.cast_params(params, dtype)
     extra = transfer.default_mask_fn(params)
     ft = config.finetune
     trainers: dict[sw.Point, Trainer] = {}
@@ -154,11 +153,7 @@ def parser(
     p.add_argument("--workdir", type=Path, default=Path(f"runs/lambda_sweep/{task}"))
     p.add_argument("--pretrained-from", type=Path, default=None, help="pipeline workdir to copy")
     p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
-    p.add_argument(
-        "--x64",
-        action="store_true",
-        help="fine-tune in float64 from the float32 checkpoint (results as <task>_x64)",
-    )
+    sw.add_x64_argument(p)
     return p
 
 
@@ -175,8 +170,7 @@ def main(
 ) -> dict[str, Any]:
     """CLI shared by the MLP and ViT sweeps; returns the summary."""
     args = parser(task, ratios, ref_scales).parse_args(argv)
-    if args.x64:
-        jax.config.update("jax_enable_x64", True)
+    dtype = sw.fine_tune_dtype(args.x64)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = get_config()
     config.quick = bool(args.quick)
@@ -207,7 +201,6 @@ def main(
     seeds = list(config.finetune.seeds)
     points = sw.priority_order(sw.make_points(methods, args.ratios, args.ref_scales), methods)
     t0 = time.perf_counter()
-    dtype = jnp.float64 if args.x64 else None
     run_fn, pre_summary = make_runner(config, model_factory, workdir, methods, dtype)
     blob = json.dumps(
         [
@@ -249,7 +242,7 @@ def main(
         "total_wall_time_s": round(total, 1),
         "versions": sw.versions(),
     }
-    name = task + ("_x64" if args.x64 else "") + ("_quick" if args.quick else "")
+    name = sw.variant(task, x64=args.x64, quick=args.quick)
     paths = sw.write_outputs(
         args.out,
         task=name,
