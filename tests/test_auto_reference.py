@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +9,7 @@ import optax
 import pytest
 
 import profit_optax
+from tests._hlo import donated_step, param_sized_copies
 from tests.test_profit import mlp_problem, run_optax
 
 
@@ -121,19 +120,10 @@ def test_donated_step_writes_no_parameter_sized_temporary(reference):
     and Δ are never written out; the automatic step's length is read off the new θ_ref)
     and copies only the θ_ref save, inside its conditional."""
     shape = (512, 256)
-    params = {"w": jnp.zeros(shape), "b": jnp.zeros(shape[1:])}
     ref = None if reference is None else optax.sgd(1e-4)
-    tx = profit_optax.profit(optax.adam(1e-3), ref)
-
-    def step(p, s, x):
-        g = jax.tree.map(lambda a: jnp.sin(a + x), p)
-        u, s = tx.update(g, s, p)
-        return optax.apply_updates(p, u), s
-
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), 1.0).compile()
+    compiled = donated_step(profit_optax.profit(optax.adam(1e-3), ref), shape)
     temp = compiled.memory_analysis().temp_size_in_bytes
     grads_bytes = 4 * (shape[0] * shape[1] + shape[1])  # the gradient itself is a temporary
     assert temp < 1.1 * grads_bytes, temp / grads_bytes
-    entry = compiled.as_text().split("\nENTRY", 1)[1]
-    entry = entry.split("\n}", 1)[0]
-    assert not re.search(rf"f32\[{shape[0]},{shape[1]}\]\{{[0-9,]*\}} copy\(", entry), entry
+    copies = param_sized_copies(compiled, shape)
+    assert "ENTRY" not in copies, copies

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 
 import profit_optax
 from profit_optax._src.warmup import WarmupThenState, warmup_then
+from tests._hlo import donated_step, param_sized_copies
 from tests.test_profit import mlp_problem
 
 
@@ -135,32 +134,11 @@ def test_passes_grad_fn_to_one_call_profit():
         params = optax.apply_updates(params, updates)
 
 
-def _param_sized_copies(tx, shape=(256, 128)):
-    params = {"w": jnp.zeros(shape), "b": jnp.zeros(shape[1:])}
-
-    def step(p, s, x):
-        g = jax.tree.map(lambda a: jnp.sin(a + x), p)
-        u, s = tx.update(g, s, p)
-        return optax.apply_updates(p, u), s
-
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), 1.0).compile()
-    text = compiled.as_text()
-    # split into computations; keep the copies of param-sized f32 buffers in each
-    pattern = rf"= f32\[{shape[0]},{shape[1]}\]\{{[0-9,]*\}} copy\((%[\w.\-]+)\)"
-    copies = {}
-    for block in re.split(r"\n(?=\S)", text):
-        name = block.split(" ", 2)[1 if block.startswith("ENTRY") else 0]
-        found = re.findall(pattern, block)
-        if found:
-            copies[name] = found
-    return copies
-
-
 def test_compiled_donated_step_copies_no_state_buffer():
     """Under donation, the steady-state call copies no parameter-sized buffer: only the
     switch call's init branch materialises fresh zeros (copies of a broadcast)."""
     tx = warmup_then(optax.adamw(1e-3), optax.adam(1e-3), 5)
-    copies = _param_sized_copies(tx)
+    copies = param_sized_copies(donated_step(tx), (256, 128))
     flat = [src for srcs in copies.values() for src in srcs]
     assert all("broadcast" in src for src in flat), copies
     assert len(flat) <= 1, copies
