@@ -37,6 +37,7 @@ from profit_optax._src.ftp import ftp
 from profit_optax._src.l2sp import l2sp
 from profit_optax._src.masks import invert_mask, resolve_static_mask
 from profit_optax._src.profit import DEFAULT_REF_SCALE, profit, ref_params
+from profit_optax._src.warmup import warmup_then
 
 Params = Any
 Stored = Any
@@ -74,6 +75,10 @@ class Method:
       init_params_fn: ``params -> stored``, what the loop keeps.
       grad_params_fn: ``stored -> params`` at which to take the gradient.
       eval_params_fn: ``(stored, opt_state) -> params`` to evaluate and report.
+      grads_per_step: gradient evaluations per step of the optimizer that a
+        learning-rate schedule counts (``n_ref + 1`` for PROFIT, ``sync_period``
+        for SAM, 1 otherwise), so that a budget of ``B`` update calls is
+        ``B // grads_per_step`` schedule steps.
     """
 
     name: str
@@ -83,6 +88,7 @@ class Method:
     init_params_fn: Callable[[Params], Stored] = _identity
     grad_params_fn: Callable[[Stored], Params] = _identity
     eval_params_fn: Callable[[Stored, optax.OptState], Params] = _stored_is_params
+    grads_per_step: int = 1
 
     def init_params(self, params: Params) -> Stored:
         """What the training loop stores (``optax.LookaheadParams`` for Lookahead)."""
@@ -108,6 +114,7 @@ class _Built:
     init_params_fn: Callable[[Params], Stored] = _identity
     grad_params_fn: Callable[[Stored], Params] = _identity
     eval_params_fn: Callable[[Stored, optax.OptState], Params] = _stored_is_params
+    grads_per_step: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,10 +152,27 @@ def _adamw(hp: dict[str, Any]) -> optax.GradientTransformation:
     )
 
 
+def _rmsprop(hp: dict[str, Any]) -> optax.GradientTransformation:
+    # PyTorch's RMSprop: eps added outside the square root.
+    return optax.rmsprop(hp["learning_rate"], decay=hp["decay"], eps=hp["eps"], eps_in_sqrt=False)
+
+
+def _adan(hp: dict[str, Any]) -> optax.GradientTransformation:
+    return optax.adan(
+        hp["learning_rate"],
+        b1=hp["b1"],
+        b2=hp["b2"],
+        b3=hp["b3"],
+        eps=hp["eps"],
+        weight_decay=hp["weight_decay"],
+    )
+
+
 _INNER = {
     "sgd": lambda lr: optax.sgd(lr, momentum=0.9),
     "adam": lambda lr: optax.adam(lr),
     "adamw": lambda lr: optax.adamw(lr, weight_decay=1e-4),
+    "rmsprop": lambda lr: _rmsprop({"learning_rate": lr, "decay": 0.99, "eps": 1e-8}),
 }
 
 
@@ -187,7 +211,9 @@ def _sam(hp: dict[str, Any], m: dict[str, Any]) -> _Built:
     tx = optax.contrib.sam(
         optax.adam(hp["learning_rate"]), adv, sync_period=hp["sync_period"], opaque_mode=False
     )
-    return _Built(tx, period=hp["sync_period"], eval_params_fn=_sam_eval)
+    return _Built(
+        tx, period=hp["sync_period"], eval_params_fn=_sam_eval, grads_per_step=hp["sync_period"]
+    )
 
 
 def _freeze_embed_sgd(hp: dict[str, Any], m: dict[str, Any]) -> _Built:
@@ -204,22 +230,67 @@ def _ftp(hp: dict[str, Any], m: dict[str, Any]) -> _Built:
     return _Built(tx)
 
 
-def _profit(hp: dict[str, Any], m: dict[str, Any], main: str = "adam") -> _Built:
-    del m
-    ref_lr = hp["ref_learning_rate"]
-    reference = None if ref_lr is None else optax.sgd(ref_lr)
-    tx = profit(
-        _adam(hp) if main == "adam" else _sgd(hp),
-        reference,
+def _reference_learning_rate(hp: dict[str, Any]) -> Any:
+    """λ_ref from ``ref_learning_rate`` or ``ref_ratio`` (λ_main / λ_ref); None: automatic."""
+    ref_lr, ratio = hp["ref_learning_rate"], hp["ref_ratio"]
+    if ratio is None:
+        return ref_lr
+    if ref_lr is not None:
+        raise ValueError("give ref_learning_rate or ref_ratio, not both.")
+    if not (isinstance(ratio, int | float) and ratio > 0):
+        raise ValueError(f"ref_ratio must be a positive number, got {ratio!r}.")
+    lr = hp["learning_rate"]
+    # A schedule keeps the ratio at every step (the reference count equals the main
+    # count when n_ref = 1; with n_ref > 1 it runs n_ref times faster).
+    return (lambda count: lr(count) / ratio) if callable(lr) else lr / ratio
+
+
+_MAIN = {"adam": _adam, "sgd": _sgd, "rmsprop": _rmsprop}
+
+
+def _profit_tx(hp: dict[str, Any], main: str) -> optax.GradientTransformation:
+    ref_lr = _reference_learning_rate(hp)
+    return profit(
+        _MAIN[main](hp),
+        None if ref_lr is None else optax.sgd(ref_lr),
         n_ref=hp["n_ref"],
         projection=hp["projection"],
         ref_scale=hp["ref_scale"],
     )
-    return _Built(tx, period=hp["n_ref"] + 1, eval_params_fn=ref_params)
+
+
+def _profit(hp: dict[str, Any], m: dict[str, Any], main: str = "adam") -> _Built:
+    del m
+    period = hp["n_ref"] + 1
+    return _Built(
+        _profit_tx(hp, main), period=period, eval_params_fn=ref_params, grads_per_step=period
+    )
+
+
+def _profit_warmup(hp: dict[str, Any], m: dict[str, Any]) -> _Built:
+    del m
+    period = hp["n_ref"] + 1
+    warmup = hp["warmup_steps"]
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0 or warmup % period:
+        raise ValueError(
+            f"profit_warmup: warmup_steps must be an int >= 0 and a multiple of n_ref + 1 = "
+            f"{period} (PROFIT's cycles then end with the run), got {warmup!r}."
+        )
+    tx = warmup_then(_adamw(hp), _profit_tx(hp, "adam"), warmup)
+    return _Built(tx, period=period, eval_params_fn=ref_params, grads_per_step=period)
 
 
 _ADAM_DEFAULTS = {"learning_rate": _REQUIRED, "b1": 0.9, "b2": 0.999, "eps": 1e-8}
 _SGD_DEFAULTS = {"learning_rate": _REQUIRED, "momentum": 0.9, "nesterov": False}
+_RMSPROP_DEFAULTS = {"learning_rate": _REQUIRED, "decay": 0.99, "eps": 1e-8}
+_PROFIT_DEFAULTS = {
+    "n_ref": 1,
+    "ref_learning_rate": None,
+    "ref_ratio": None,
+    "ref_scale": DEFAULT_REF_SCALE,
+    "projection": "global",
+}
+_PROFIT_CHOICES = {"projection": ("global", "per_tensor")}
 
 _METHODS: dict[str, _Spec] = {
     "sgd": _Spec(
@@ -236,6 +307,24 @@ _METHODS: dict[str, _Spec] = {
         "AdamW (Loshchilov & Hutter, 2019): Adam + decoupled decay lr*wd*theta.",
         {**_ADAM_DEFAULTS, "weight_decay": 1e-4},
         lambda hp, m: _Built(_adamw(hp)),
+    ),
+    "rmsprop": _Spec(
+        "RMSProp (Tieleman & Hinton, 2012) with PyTorch's defaults: alpha=0.99, eps=1e-8 "
+        "outside the square root.",
+        _RMSPROP_DEFAULTS,
+        lambda hp, m: _Built(_rmsprop(hp)),
+    ),
+    "adan": _Spec(
+        "Adan (Xie et al., 2022), optax.adan with its defaults.",
+        {
+            "learning_rate": _REQUIRED,
+            "b1": 0.98,
+            "b2": 0.92,
+            "b3": 0.99,
+            "eps": 1e-8,
+            "weight_decay": 0.0,
+        },
+        lambda hp, m: _Built(_adan(hp)),
     ),
     "head_only": _Spec(
         "Train the head only (inner optimizer `inner`); every other leaf frozen.",
@@ -278,29 +367,36 @@ _METHODS: dict[str, _Spec] = {
     "profit": _Spec(
         "PROFIT(Adam) (Chakravarthy et al., NeurIPS 2025): n_ref reference steps, then the "
         "main gradient projected off the reference displacement when they conflict.",
-        {
-            **_ADAM_DEFAULTS,
-            "n_ref": 1,
-            "ref_learning_rate": None,
-            "ref_scale": DEFAULT_REF_SCALE,
-            "projection": "global",
-        },
+        {**_ADAM_DEFAULTS, **_PROFIT_DEFAULTS},
         _profit,
-        choices={"projection": ("global", "per_tensor")},
+        choices=_PROFIT_CHOICES,
     ),
     "profit_sgd": _Spec(
         "PROFIT(SGD) (Chakravarthy et al., NeurIPS 2025) with SGD + heavy-ball momentum as the "
         "main optimizer (Adam rescales the small residual left by a projection into full-size "
         "steps; SGD does not).",
-        {
-            **_SGD_DEFAULTS,
-            "n_ref": 1,
-            "ref_learning_rate": None,
-            "ref_scale": DEFAULT_REF_SCALE,
-            "projection": "global",
-        },
+        {**_SGD_DEFAULTS, **_PROFIT_DEFAULTS},
         lambda hp, m: _profit(hp, m, main="sgd"),
-        choices={"projection": ("global", "per_tensor")},
+        choices=_PROFIT_CHOICES,
+    ),
+    "profit_rmsprop": _Spec(
+        "PROFIT(RMSProp) (Chakravarthy et al., NeurIPS 2025), the paper's 2D-toy optimizer: "
+        "RMSProp with PyTorch's defaults as the main optimizer.",
+        {**_RMSPROP_DEFAULTS, **_PROFIT_DEFAULTS},
+        lambda hp, m: _profit(hp, m, main="rmsprop"),
+        choices=_PROFIT_CHOICES,
+    ),
+    "profit_warmup": _Spec(
+        "PROFIT (warmup) (Chakravarthy et al., NeurIPS 2025, Table 3): AdamW for the first "
+        "warmup_steps update calls, then PROFIT(Adam) from the warmed-up parameters.",
+        {
+            **_ADAM_DEFAULTS,
+            "weight_decay": 1e-4,
+            "warmup_steps": _REQUIRED,
+            **_PROFIT_DEFAULTS,
+        },
+        _profit_warmup,
+        choices=_PROFIT_CHOICES,
     ),
 }
 
@@ -430,6 +526,7 @@ def make_method(
         init_params_fn=built.init_params_fn,
         grad_params_fn=built.grad_params_fn,
         eval_params_fn=built.eval_params_fn,
+        grads_per_step=built.grads_per_step,
     )
 
 
@@ -507,8 +604,14 @@ def memory_table(
         "|---|---|---|",
     ]
     for name in names or available_methods():
+        required = {"warmup_steps": 0} if "warmup_steps" in _get_spec(name).defaults else {}
         method = make_method(
-            name, params, head_mask=head_mask, embed_mask=embed_mask, learning_rate=1e-3
+            name,
+            params,
+            head_mask=head_mask,
+            embed_mask=embed_mask,
+            learning_rate=1e-3,
+            **required,
         )
         extra = method_bytes_per_param(method, params)
         rows.append(f"| `{name}` | {extra:.2f} | {method_summary(name)} |")

@@ -21,6 +21,8 @@ EXPECTED_METHODS = [
     "sgd",
     "adam",
     "adamw",
+    "rmsprop",
+    "adan",
     "head_only",
     "lookahead",
     "sam",
@@ -29,8 +31,19 @@ EXPECTED_METHODS = [
     "ftp",
     "profit",
     "profit_sgd",
+    "profit_rmsprop",
+    "profit_warmup",
 ]
-EXPECTED_PERIOD = {"lookahead": 6, "sam": 2, "profit": 2, "profit_sgd": 2}
+EXPECTED_PERIOD = {
+    "lookahead": 6,
+    "sam": 2,
+    "profit": 2,
+    "profit_sgd": 2,
+    "profit_rmsprop": 2,
+    "profit_warmup": 2,
+}
+# Required hyper-parameters other than the learning rate.
+REQUIRED = {"profit_warmup": {"warmup_steps": 2}}
 # Leaves that must never change, per method (layer names of the MLP below).
 FROZEN = {"head_only": {"Dense_0", "Dense_1"}, "freeze_embed_sgd": {"Dense_0"}}
 LR = {"sgd": 0.05, "freeze_embed_sgd": 0.05}
@@ -71,7 +84,7 @@ def build(name, params, **hp):
         head_mask=head_mask(params),
         embed_mask=embedding_mask(params),
         learning_rate=LR.get(name, 1e-2),
-        **hp,
+        **{**REQUIRED.get(name, {}), **hp},
     )
 
 
@@ -200,12 +213,66 @@ def test_profit_hparams():
         "eps": 1e-8,
         "n_ref": 3,
         "ref_learning_rate": 1e-4,
+        "ref_ratio": None,
         "ref_scale": 3e-4,
         "projection": "per_tensor",
     }
     stored, state = train(method, params, 8)
     assert int(state.count) == 0
     assert not np.array_equal(stored["Dense_2"]["kernel"], params["Dense_2"]["kernel"])
+
+
+def test_ref_ratio_sets_the_reference_learning_rate():
+    """ref_ratio = λ_main / λ_ref, for a float and along a schedule; one of the two only."""
+    params = make_params()
+    grads = jax.tree.map(jnp.ones_like, params)
+
+    def first_ref_update(method):
+        state = method.tx.init(params)
+        updates, _ = method.tx.update(grads, state, params)
+        return float(updates["Dense_0"]["bias"][0])
+
+    explicit = first_ref_update(build("profit", params, ref_learning_rate=1e-4))
+    assert explicit == pytest.approx(-1e-4)
+    assert first_ref_update(build("profit", params, ref_ratio=100.0)) == pytest.approx(explicit)
+    schedule = optax.exponential_decay(1e-2, 1, 0.5)
+    method = make_method("profit", params, learning_rate=schedule, ref_ratio=100.0)
+    assert first_ref_update(method) == pytest.approx(explicit)
+    with pytest.raises(ValueError, match="ref_learning_rate or ref_ratio, not both"):
+        build("profit", params, ref_learning_rate=1e-4, ref_ratio=10.0)
+    with pytest.raises(ValueError, match="ref_ratio must be a positive number"):
+        build("profit", params, ref_ratio=-1.0)
+
+
+def test_rmsprop_is_pytorchs():
+    """eps outside the square root (PyTorch), not optax's default inside."""
+    params = {"w": jnp.zeros(2)}
+    g = {"w": jnp.array([1e-4, 1.0])}
+    method = make_method("rmsprop", params, learning_rate=1.0, eps=1e-3)
+    updates, _ = method.tx.update(g, method.tx.init(params), params)
+    nu = 0.01 * g["w"] ** 2
+    np.testing.assert_allclose(updates["w"], -g["w"] / (jnp.sqrt(nu) + 1e-3), rtol=1e-5)
+
+
+def test_profit_warmup_runs_adamw_then_profit():
+    params = make_params()
+    method = build("profit_warmup", params, warmup_steps=4, ref_learning_rate=1e-4)
+    assert (method.period, method.grads_per_step) == (2, 2)
+    _, state = train(method, params, 8)
+    assert int(state.count) == 5  # saturates at warmup_steps + 1
+    assert int(state.opt_state.count) == 0  # PROFIT ended on a main call
+    for bad in (3, -2, True):
+        with pytest.raises(ValueError, match="warmup_steps must be an int >= 0 and a multiple"):
+            build("profit_warmup", params, warmup_steps=bad)
+
+
+def test_grads_per_step():
+    params = make_params()
+    got = {n: build(n, params).grads_per_step for n in EXPECTED_METHODS}
+    want = {n: 1 for n in EXPECTED_METHODS}
+    want.update(sam=2, profit=2, profit_sgd=2, profit_rmsprop=2, profit_warmup=2)
+    assert got == want
+    assert build("profit", params, n_ref=2).grads_per_step == 3
 
 
 def test_hparams_defaults_and_overrides():
@@ -233,7 +300,9 @@ def test_error_messages():
         make_method("sgd", params)
     with pytest.raises(ValueError, match=r"learning_rate must be a positive float"):
         make_method("sgd", params, learning_rate=-1.0)
-    with pytest.raises(ValueError, match=r"inner must be one of \['sgd', 'adam', 'adamw'\]"):
+    with pytest.raises(
+        ValueError, match=r"inner must be one of \['sgd', 'adam', 'adamw', 'rmsprop'\]"
+    ):
         make_method("head_only", params, head_mask=hm, learning_rate=0.1, inner="lion")
     with pytest.raises(ValueError, match=r"projection must be one of"):
         make_method("profit", params, learning_rate=0.1, projection="local")
