@@ -91,8 +91,10 @@ def test_quick_run_end_to_end_writes_all_outputs(tmp_path):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "results.json").read_text())
     methods = set(saved["summary"]) - {"pretrained"}
-    # Every registry method is run: the paper's main ones and every baseline.
-    assert methods == set(QUICK.methods) == set(registry.available_methods())
+    # Every configured method is run. (The registry's newer entries for the paper's
+    # protocol, RMSProp, Adan and PROFIT with warm-up, run in experiments.paper_toy.)
+    assert methods == set(QUICK.methods)
+    assert methods <= set(registry.available_methods())
     # Same number of update calls for every method, a multiple of every period.
     steps = saved["finetune_steps"]
     params = train.init_params(MLP(QUICK.model.hidden), 0)

@@ -67,11 +67,27 @@ def pretrain(
 
     Returns the converged parameters and their old/new validation MSE.
     """
-    x, y = jnp.asarray(data.old.train.x), jnp.asarray(data.old.train.y)
     schedule = optax.cosine_decay_schedule(
         cfg.learning_rate, cfg.steps, alpha=cfg.final_learning_rate / cfg.learning_rate
     )
-    tx = optax.adam(schedule)
+    params = train_from_scratch(
+        model, data, optax.adam(schedule), cfg.steps, cfg.batch_size, seed, progress=progress
+    )
+    return params, evaluate(model, params, data.old.val, data.new.val)
+
+
+def train_from_scratch(
+    model: nn.Module,
+    data: ToyData,
+    tx: optax.GradientTransformation,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    *,
+    progress: bool = True,
+) -> Params:
+    """``steps`` steps of ``tx`` on the old task's training split from ``init_params(seed)``."""
+    x, y = jnp.asarray(data.old.train.x), jnp.asarray(data.old.train.y)
     params = init_params(model, seed)
     opt_state = tx.init(params)
 
@@ -82,17 +98,14 @@ def pretrain(
         return (optax.apply_updates(params, updates), opt_state), loss
 
     run = _scan_steps(step)
-    idx = batch_indices(x.shape[0], cfg.batch_size, cfg.steps, seed=_stream(seed, 1))
+    idx = batch_indices(x.shape[0], batch_size, steps, seed=_stream(seed, 1))
     carry = (params, opt_state)
-    chunk = max(1, cfg.steps // 20)
-    with tqdm(
-        total=cfg.steps, desc=f"pretrain seed {seed}", disable=not progress, leave=False
-    ) as bar:
-        for s, e in _chunks(cfg.steps, chunk):
+    chunk = max(1, steps // 20)
+    with tqdm(total=steps, desc=f"pretrain seed {seed}", disable=not progress, leave=False) as bar:
+        for s, e in _chunks(steps, chunk):
             carry, _ = run(carry, jnp.asarray(idx[s:e]))
             bar.update(e - s)
-    params = carry[0]
-    return params, evaluate(model, params, data.old.val, data.new.val)
+    return carry[0]
 
 
 def evaluate(model: nn.Module, params: Params, old: Split, new: Split) -> dict[str, float]:

@@ -1,0 +1,174 @@
+"""The tuning protocol shared by the suites that follow the PROFIT paper's recipe.
+
+* **Per-method tuning on validation.** Each method's grid (its learning rate,
+  and for PROFIT its λ ratio) is searched on validation data carved from the
+  training split, on tuning seeds disjoint from the reporting seeds; the score
+  of a point is the mean over tuning seeds of the suite's criterion (lower is
+  better). When the best learning rate sits at an edge of its grid, the grid is
+  widened by one more value on that side (same log spacing), up to
+  ``max_widening`` times; a choice still at the edge is flagged ``at_edge``.
+* **Sharded, resumable execution.** :class:`Runner` runs a *batch* of jobs: it
+  returns cached records, runs the jobs its shard owns (by configuration hash),
+  then waits for the records of the other shards' jobs to appear in the shared
+  :class:`~experiments.common.cache.RunCache`. Every shard walks the same
+  deterministic sequence of batches, so ``n`` processes with shards ``0..n-1``
+  split the work, and any process can be killed and restarted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from experiments.common.cache import RunCache, fingerprint
+
+Job = tuple[Mapping[str, Any], Callable[[], Mapping[str, Any]]]
+
+
+class Runner:
+    """Runs batches of ``(config, fn)`` jobs through a cache, split over shards.
+
+    Args:
+      cache: where records live (shared by every shard).
+      shard: this process's index ``i`` of ``n`` shards; job ``config`` belongs
+        to shard ``int(fingerprint(config), 16) % n``.
+      poll_s: seconds between looks for another shard's record.
+      timeout_s: give up waiting for another shard after this long.
+    """
+
+    def __init__(
+        self,
+        cache: RunCache,
+        shard: tuple[int, int] = (0, 1),
+        *,
+        poll_s: float = 2.0,
+        timeout_s: float = 6 * 3600.0,
+    ):
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+        self.cache, self.shard = cache, (index, count)
+        self.poll_s, self.timeout_s = poll_s, timeout_s
+        self.ran = 0  # jobs this process ran (not read from the cache)
+
+    def owns(self, config: Mapping[str, Any]) -> bool:
+        index, count = self.shard
+        return int(fingerprint(config), 16) % count == index
+
+    def run_all(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+        """Records of every job, in order: cached, run here, or run by another shard."""
+        out: list[dict[str, Any] | None] = [self.cache.get(c) for c, _ in jobs]
+        for i, (config, fn) in enumerate(jobs):
+            if out[i] is None and self.owns(config):
+                out[i] = self.cache.get(config)  # another process may have finished it
+                if out[i] is None:
+                    out[i] = self.cache.put(config, fn())
+                    self.ran += 1
+        start = time.monotonic()
+        for i, (config, _) in enumerate(jobs):
+            while out[i] is None:
+                out[i] = self.cache.get(config)
+                if out[i] is None:
+                    if time.monotonic() - start > self.timeout_s:
+                        raise TimeoutError(f"no shard produced {self.cache.path(config)}")
+                    time.sleep(self.poll_s)
+        return [r for r in out if r is not None]
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, ``learning_rate`` varying slowest."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def widened(values: Sequence[float], side: int) -> tuple[float, ...]:
+    """``values`` (sorted, log-spaced) with one more value beyond the low (-1) or high (+1) end."""
+    values = sorted(values)
+    if side < 0:
+        return (values[0] * values[0] / values[1], *values)
+    return (*values, values[-1] * values[-1] / values[-2])
+
+
+@dataclasses.dataclass
+class Selection:
+    """Outcome of tuning one method: the chosen point and every point's score."""
+
+    hparams: dict[str, Any]
+    score: float
+    at_edge: bool
+    learning_rates: tuple[float, ...]
+    scores: list[dict[str, Any]]  # {"hparams": ..., "score": ...} for every point tried
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _finite(score: float) -> float:
+    return score if math.isfinite(score) else math.inf
+
+
+def tune(
+    grids: Mapping[str, Mapping[str, Sequence[Any]]],
+    score: Callable[[Sequence[tuple[str, dict[str, Any]]]], list[float]],
+    *,
+    max_widening: int,
+) -> dict[str, Selection]:
+    """Tunes every method of ``grids`` at once (one batch of jobs per round).
+
+    Args:
+      grids: label -> grid (``{"learning_rate": (...), other: (...)}``).
+      score: ``[(label, hparams), ...] -> [score, ...]`` (lower is better; NaN or
+        inf for a diverged point); called once per round with every point that
+        has no score yet, so that a sharded :class:`Runner` can split them.
+      max_widening: how many times a label's learning-rate grid may grow.
+
+    Returns:
+      label -> :class:`Selection`.
+    """
+    lrs = {label: tuple(sorted(g["learning_rate"])) for label, g in grids.items()}
+    widenings = dict.fromkeys(grids, 0)
+    scores: dict[str, dict[str, float]] = {label: {} for label in grids}
+    points: dict[str, dict[str, dict[str, Any]]] = {label: {} for label in grids}
+    while True:
+        todo = []
+        for label, grid in grids.items():
+            for p in grid_points({**grid, "learning_rate": lrs[label]}):
+                key = fingerprint(p)
+                if key not in scores[label]:
+                    points[label][key] = p
+                    todo.append((label, p))
+        if todo:
+            for (label, p), s in zip(todo, score(todo), strict=True):
+                scores[label][fingerprint(p)] = _finite(float(s))
+        grown = False
+        for label in grids:
+            best_key = min(scores[label], key=scores[label].__getitem__)
+            best_lr = points[label][best_key]["learning_rate"]
+            index = lrs[label].index(best_lr)
+            last = len(lrs[label]) - 1
+            edge = 0 if last == 0 else (-1 if index == 0 else (1 if index == last else 0))
+            if edge and widenings[label] < max_widening and math.isfinite(scores[label][best_key]):
+                lrs[label] = widened(lrs[label], edge)
+                widenings[label] += 1
+                grown = True
+                logging.info("%s: best lr %g at the grid's edge; widening", label, best_lr)
+        if not grown:
+            break
+    out = {}
+    for label in grids:
+        best_key = min(scores[label], key=scores[label].__getitem__)
+        best = points[label][best_key]
+        index = lrs[label].index(best["learning_rate"])
+        out[label] = Selection(
+            hparams=best,
+            score=scores[label][best_key],
+            at_edge=index in (0, len(lrs[label]) - 1) and len(lrs[label]) > 1,
+            learning_rates=lrs[label],
+            scores=[{"hparams": points[label][k], "score": s} for k, s in scores[label].items()],
+        )
+    return out

@@ -1,0 +1,286 @@
+"""Tables and figures of the paper toy suite, from its ``results.json`` only.
+
+:func:`tables` renders every table as Markdown; ``results.md`` and the README
+blocks (``python -m experiments.report``) are both made from it, so they agree
+with the committed results file by construction and a test keeps them equal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: The paper's Table 1 (old / new test error; standard error <= 0.01), copied exactly.
+PAPER_TABLE_1 = {
+    "pretrained": (0.0054, 1.907),
+    "full fine-tuning": (0.705, 0.504),
+    "head fine-tuning": (0.110, 0.572),
+    "PROFIT": (0.046, 0.501),
+}
+CONVENTIONS = {
+    "grads": "equal gradient evaluations (PROFIT: 750 main steps)",
+    "main": "equal main steps (PROFIT: 1,500 main steps = 3,000 gradients)",
+}
+
+
+def _pm(mean: float | None, se: float | None, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if se is None or (isinstance(se, float) and math.isnan(se)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def _cells(summary: Mapping[str, Any], split: str = "test") -> list[str]:
+    return [_pm(summary[f"{split}_{k}_mean"], summary[f"{split}_{k}_se"]) for k in ("old", "new")]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _hp(hparams: Mapping[str, Any]) -> str:
+    parts = [f"lr {hparams['learning_rate']:.3g}"]
+    if "ref_ratio" in hparams:
+        r = hparams["ref_ratio"]
+        parts.append("λ ratio auto" if r is None else f"λ ratio {r:g}")
+    return ", ".join(parts)
+
+
+def _pretrained_cells(res: Mapping[str, Any]) -> list[str]:
+    from experiments.common.results import mean_se
+
+    pre = list(res["pretrained"].values())
+    return [_pm(*mean_se([p["test"][k] for p in pre]), digits=4) for k in ("old", "new")]
+
+
+def paper_table(res: Mapping[str, Any]) -> str:
+    """Table 1 beside ours: the paper's rows at the paper's lr, both budget conventions."""
+    n = len(res["pretrained"])
+    header = ["row", "paper: old / new", *(f"ours, {c}: old / new" for c in res["conventions"])]
+    names = {"pretrained": None, "full fine-tuning": "paper:full_ft"}
+    names["head fine-tuning"] = "paper:head_only"
+    rows = []
+    for name, (p_old, p_new) in PAPER_TABLE_1.items():
+        cells = [name, f"{p_old} / {p_new}"]
+        for conv in res["conventions"].values():
+            if name == "pretrained":
+                old, new = _pretrained_cells(res)
+            else:
+                if name == "PROFIT":
+                    ratio = conv.get("paper_profit_ratio")
+                    key = "paper:profit_rmsprop@" + ("auto" if ratio is None else f"{ratio:g}")
+                else:
+                    key = names[name]
+                row = conv["rows"].get(key)
+                if row is None:
+                    cells.append("–")
+                    continue
+                old, new = _cells(row["summary"])
+            cells.append(f"{old} / {new}")
+        rows.append(cells)
+    note = (
+        f"Test MSE on noiseless points, {res['spread']} (n = {n}). Ours: RMSProp at the "
+        "paper's lr 5e-4 for every row; PROFIT's λ_main/λ_ref chosen on validation at that lr "
+        "(ratio: "
+        + ", ".join(
+            f"{c} {_ratio(v.get('paper_profit_ratio'))}" for c, v in res["conventions"].items()
+        )
+        + ")."
+    )
+    return _table(header, rows) + "\n\n" + note
+
+
+def _ratio(r: Any) -> str:
+    return "auto" if r is None else f"{r:g}"
+
+
+def tuned_table(res: Mapping[str, Any], convention: str) -> str:
+    """Every method at its own tuned point, one convention."""
+    conv = res["conventions"][convention]
+    header = [
+        "method",
+        "selected (validation)",
+        "calls",
+        "old MSE (test)",
+        "new MSE (test)",
+        "mean (test)",
+        "val score",
+    ]
+    rows = []
+    for label, sel in conv.get("selection", {}).items():
+        row = conv["rows"][label]
+        s = row["summary"]
+        edge = " (grid edge)" if sel["at_edge"] else ""
+        best = " **best baseline**" if label == conv.get("best_baseline") else ""
+        rows.append(
+            [
+                f"`{label}`{best}",
+                _hp(sel["hparams"]) + edge,
+                str(conv["calls"][label]),
+                *_cells(s),
+                _pm(s["test_mean_mean"], s["test_mean_se"]),
+                f"{sel['score']:.3f}",
+            ]
+        )
+    note = (
+        f"{CONVENTIONS[convention]}. Test MSE, {res['spread']} (n = {len(res['pretrained'])}); "
+        "val score: mean of old and new validation MSE (noisy targets, so ≈ 1 + error) over "
+        "the tuning seeds, the selection criterion."
+    )
+    return _table(header, rows) + "\n\n" + note
+
+
+def ratio_table(res: Mapping[str, Any]) -> str:
+    """PROFIT(RMSProp) at the paper's lr for every λ ratio (the toy's Table 9 analogue)."""
+    convs = list(res["conventions"])
+    header = ["λ_main / λ_ref", *(f"{c}: old / new (test)" for c in convs)]
+    first = res["conventions"][convs[0]]["rows"]
+    keys = [k for k in first if k.startswith("paper:profit_rmsprop@")]
+    rows = []
+    for key in keys:
+        cells = [key.split("@")[1]]
+        for c in convs:
+            row = res["conventions"][c]["rows"].get(key)
+            cells.append(" / ".join(_cells(row["summary"])) if row else "–")
+        rows.append(cells)
+    return _table(header, rows) + f"\n\nRMSProp lr 5e-4; {res['spread']}."
+
+
+def comparison_table(res: Mapping[str, Any]) -> str:
+    """PROFIT rows minus the best baseline: paired differences with 95% intervals."""
+    header = ["convention", "PROFIT row", "best baseline", "Δ old", "Δ new", "Δ mean", "verdict"]
+    rows = []
+    for c, conv in res["conventions"].items():
+        for label, diff in conv.get("comparisons", {}).items():
+            rows.append(
+                [
+                    c,
+                    f"`{label}`",
+                    f"`{conv['best_baseline']}`",
+                    *(_interval(diff[k]) for k in ("old", "new", "mean")),
+                    verdict(diff["mean"], lower_is_better=True),
+                ]
+            )
+    note = (
+        "PROFIT minus the best baseline (lowest validation score), paired over the reporting "
+        "seeds, test MSE (negative = PROFIT better), mean [95% t-interval]."
+    )
+    return _table(header, rows) + "\n\n" + note
+
+
+def _interval(d: Mapping[str, float]) -> str:
+    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+
+
+def verdict(diff: Mapping[str, float], *, lower_is_better: bool) -> str:
+    """better / worse when the 95% interval excludes 0, else no different."""
+    lo, hi = diff["lo"], diff["hi"]
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi) or lo <= 0 <= hi:
+        return "no different"
+    better = hi < 0 if lower_is_better else lo > 0
+    return "better" if better else "worse"
+
+
+def tables(res: Mapping[str, Any]) -> dict[str, str]:
+    """Every Markdown table of the suite, by name."""
+    out = {"paper_toy_table1": paper_table(res), "paper_toy_ratios": ratio_table(res)}
+    for c in res["conventions"]:
+        if res["conventions"][c].get("selection"):
+            out[f"paper_toy_tuned_{c}"] = tuned_table(res, c)
+    if any(conv.get("comparisons") for conv in res["conventions"].values()):
+        out["paper_toy_vs_best"] = comparison_table(res)
+    return out
+
+
+def write_markdown(res: Mapping[str, Any], path: Path) -> Path:
+    from experiments.common.results import write_text_atomic
+
+    parts = [f"# {res['name']}", ""]
+    titles = {
+        "paper_toy_table1": "Beside the paper (Table 1)",
+        "paper_toy_ratios": "PROFIT's λ ratio at the paper's learning rate",
+        "paper_toy_tuned_grads": "Every method at its own learning rate: equal gradients",
+        "paper_toy_tuned_main": "Every method at its own learning rate: equal main steps",
+        "paper_toy_vs_best": "PROFIT against the best baseline",
+    }
+    for name, table in tables(res).items():
+        parts += [f"## {titles.get(name, name)}", "", table, ""]
+    env = res.get("environment", {})
+    parts += [
+        f"Command: `{env.get('command', '?')}`; commit {env.get('git_commit', '?')[:12]}; "
+        f"{env.get('machine', {}).get('devices', '?')}; wall time "
+        f"{res.get('wall_time_s', math.nan):.0f} s.",
+    ]
+    return write_text_atomic(path, "\n".join(parts) + "\n")
+
+
+def plot(res: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """``tradeoff_<conv>.png`` (old vs new test MSE, every row, per-seed points) and
+    ``curves_<conv>.png`` (validation MSE along fine-tuning, mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.common.plotting import method_color
+
+    paths = []
+    for c, conv in res["conventions"].items():
+        rows = {k: v for k, v in conv["rows"].items() if k in conv.get("selection", {})}
+        rows = rows or conv["rows"]
+        fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
+        cmap = plt.get_cmap("tab20")
+        for i, (label, row) in enumerate(rows.items()):
+            s, color = row["summary"], method_color(cmap, i)
+            xs = [r["test"]["old"] for r in row["runs"]]
+            ys = [r["test"]["new"] for r in row["runs"]]
+            ax.scatter(xs, ys, s=8, color=color, alpha=0.35)
+            ax.errorbar(
+                s["test_old_mean"],
+                s["test_new_mean"],
+                xerr=s["test_old_se"],
+                yerr=s["test_new_se"],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=label,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("old-square test MSE (log)")
+        ax.set_ylabel("new-square test MSE")
+        ax.set_title(f"{res['name']}: {CONVENTIONS[c]}\nmean ± SE, dots: seeds")
+        ax.legend(fontsize=7, ncol=2, loc="best")
+        fig.tight_layout()
+        path = out_dir / f"tradeoff_{c}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+        for i, (label, row) in enumerate(rows.items()):
+            color = method_color(cmap, i)
+            steps = [p["step"] for p in row["runs"][0]["curve"]]
+            for ax, key in zip(axes, ("old", "new"), strict=True):
+                vals = [[p[key] for p in r["curve"]] for r in row["runs"]]
+                ax.plot(
+                    steps,
+                    [sum(v) / len(v) for v in zip(*vals, strict=True)],
+                    color=color,
+                    label=label,
+                )
+        for ax, key in zip(axes, ("old", "new"), strict=True):
+            ax.set_xlabel("update calls (gradient evaluations)")
+            ax.set_ylabel(f"{key}-square validation MSE (noisy targets)")
+            ax.set_yscale("log")
+        axes[1].legend(fontsize=7, ncol=2)
+        fig.suptitle(f"{res['name']}: {CONVENTIONS[c]} (mean over reporting seeds)")
+        fig.tight_layout()
+        path = out_dir / f"curves_{c}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths

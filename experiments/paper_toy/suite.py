@@ -1,0 +1,367 @@
+"""The paper toy's protocol: pretrain, tune every method on validation, report on test.
+
+Phases (each a batch of cached, shardable jobs, see :mod:`experiments.common.protocol`):
+
+1. **Pretrain** one model per seed (tuning and reporting seeds) with RMSProp.
+2. **Tune** every method of ``config.methods`` per budget convention: its grid on
+   the tuning seeds' validation splits, scored by the mean of old and new
+   validation MSE; a best learning rate at the grid's edge widens the grid.
+3. **Report** each method at its selected point on the reporting seeds (test
+   read once, at the end of each run), plus the paper's rows exactly (RMSProp at
+   the paper's lr 5e-4; PROFIT at every λ ratio, the ratio chosen on validation).
+4. **Compare** every PROFIT row with the best baseline (the non-PROFIT method
+   with the best validation score): paired differences over reporting seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from experiments.common import protocol, results
+from experiments.common.cache import RunCache
+from experiments.paper_toy.data import make_data
+from experiments.paper_toy.model import MLP
+from experiments.toy2d import train
+from experiments.toy2d.data import ToyData, batch_indices
+
+#: Part of every job's configuration: bump it when a job's meaning changes.
+PROTOCOL = "paper_toy/v1"
+PAPER_ROWS = ("full_ft", "head_only", "profit_rmsprop")
+
+
+def is_profit(method: str) -> bool:
+    return method.startswith("profit")
+
+
+def _masks(params: Any) -> dict[str, Any]:
+    from profit_optax import masks
+
+    return {"head_mask": masks.head_mask(params), "embed_mask": masks.embedding_mask(params)}
+
+
+@dataclasses.dataclass(eq=False)  # hashed by identity: its methods are lru-cached
+class Suite:
+    """One configured suite: its cache, shard and the per-seed data and models."""
+
+    cfg: ml_collections.ConfigDict
+    cache: RunCache
+    runner: protocol.Runner
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        self.model = MLP(tuple(self.cfg.model.hidden), self.cfg.model.activation)
+
+    # --- pretraining -----------------------------------------------------------------
+
+    def pretrain_config(self, seed: int) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "protocol": PROTOCOL,
+            "job": "pretrain",
+            "data": c.data.to_dict(),
+            "model": c.model.to_dict(),
+            "pretrain": c.pretrain.to_dict(),
+            "seed": seed,
+        }
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 (one Suite per process)
+    def data(self, seed: int) -> ToyData:
+        return make_data(self.cfg.data, seed)
+
+    def _params_path(self, seed: int) -> Path:
+        return self.cache.path(self.pretrain_config(seed)).with_suffix(".msgpack")
+
+    def _pretrain(self, seed: int) -> dict[str, Any]:
+        p = self.cfg.pretrain
+        schedule = optax.exponential_decay(
+            p.learning_rate, p.decay_every, p.decay_rate, staircase=True
+        )
+        tx = optax.rmsprop(schedule, decay=0.99, eps=1e-8, eps_in_sqrt=False)  # PyTorch's
+        data = self.data(seed)
+        start = time.perf_counter()
+        params = train.train_from_scratch(
+            self.model, data, tx, p.steps, p.batch_size, seed, progress=self.progress
+        )
+        params = jax.block_until_ready(params)
+        elapsed = time.perf_counter() - start
+        results.write_text_atomic(self._params_path(seed), flax.serialization.to_bytes(params))
+        return {
+            "val": train.evaluate(self.model, params, data.old.val, data.new.val),
+            "test": train.evaluate(self.model, params, data.old.test, data.new.test),
+            "train_time_s": elapsed,
+        }
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019
+    def pretrained(self, seed: int) -> Any:
+        template = train.init_params(self.model, seed)
+        return flax.serialization.from_bytes(template, self._params_path(seed).read_bytes())
+
+    def pretrain_all(self, seeds: tuple[int, ...]) -> dict[int, dict[str, Any]]:
+        jobs = [(self.pretrain_config(s), functools.partial(self._pretrain, s)) for s in seeds]
+        return dict(zip(seeds, self.runner.run_all(jobs), strict=True))
+
+    # --- fine-tuning -----------------------------------------------------------------
+
+    def build(self, label: str, hparams: Mapping[str, Any], calls: int | None = None):
+        """The registry method of ``label`` at ``hparams`` with the paper's step schedule.
+
+        Returns ``(method, calls, schedule_steps)``; ``calls`` defaults to the
+        "grads" budget.
+        """
+        from profit_optax import registry
+
+        spec = self.cfg.methods[label]
+        ft = self.cfg.finetune
+        params = self.pretrained_shape()
+        kwargs = {**_masks(params), **spec.fixed.to_dict(), **hparams}
+        probe = registry.make_method(
+            spec.method, params, **{**kwargs, **self._warmup_kwargs(spec, 2, 0)}
+        )
+        calls = ft.budget if calls is None else calls
+        steps = calls // probe.grads_per_step
+        schedule = optax.exponential_decay(
+            hparams["learning_rate"],
+            max(1, steps // ft.num_decays),
+            ft.decay_rate,
+            staircase=True,
+        )
+        kwargs["learning_rate"] = schedule
+        kwargs.update(self._warmup_kwargs(spec, probe.period, calls))
+        return registry.make_method(spec.method, params, **kwargs), calls, steps
+
+    def _warmup_kwargs(self, spec: Any, period: int, calls: int) -> dict[str, int]:
+        if spec.method != "profit_warmup":
+            return {}
+        share = round(self.cfg.finetune.warmup_fraction * calls / period) * period
+        return {"warmup_steps": int(share)}
+
+    @functools.lru_cache(maxsize=1)  # noqa: B019
+    def pretrained_shape(self) -> Any:
+        return jax.eval_shape(lambda: train.init_params(self.model, 0))
+
+    def calls(self, label: str, convention: str) -> int:
+        """Update calls of ``label`` under ``convention`` ("grads" or "main")."""
+        if convention == "grads":
+            return int(self.cfg.finetune.budget)
+        if convention != "main":
+            raise ValueError(f"unknown budget convention {convention!r}")
+        lr = self.cfg.methods[label].grid.learning_rate[0]
+        method, _, _ = self.build(label, {"learning_rate": lr})
+        return int(self.cfg.finetune.budget) * method.grads_per_step
+
+    def finetune_config(
+        self, label: str, hparams: Mapping[str, Any], calls: int, seed: int, split: str
+    ) -> dict[str, Any]:
+        c = self.cfg
+        spec = c.methods[label]
+        return {
+            **self.pretrain_config(seed),
+            "job": "finetune",
+            "finetune": c.finetune.to_dict(),
+            "method": spec.method,
+            "fixed": spec.fixed.to_dict(),
+            "hparams": dict(hparams),
+            "calls": calls,
+            "split": split,
+        }
+
+    def _finetune(
+        self, label: str, hparams: Mapping[str, Any], calls: int, seed: int, split: str
+    ) -> dict[str, Any]:
+        method, calls, steps = self.build(label, hparams, calls)
+        if calls % method.period:
+            raise ValueError(f"{label}: {calls} calls is not a multiple of {method.period}")
+        data = self.data(seed)
+        ft = self.cfg.finetune
+        stream = int(np.random.SeedSequence([seed, 2]).generate_state(1)[0])
+        order = batch_indices(data.new.train.x.shape[0], ft.batch_size, calls, stream)
+        every = max(method.period, calls // ft.curve_points // method.period * method.period)
+        res = train.finetune(
+            method,
+            self.model,
+            self.pretrained(seed),
+            data,
+            order,
+            every,
+            progress=self.progress,
+            evaluate_test=split == "test",
+        )
+        return {
+            "val": res.val,
+            "test": res.test,
+            "curve": res.curve,
+            "calls": calls,
+            "schedule_steps": steps,
+            "wall_time_s": res.wall_time,
+        }
+
+    def finetune_all(
+        self, runs: list[tuple[str, Mapping[str, Any], int, int, str]]
+    ) -> list[dict[str, Any]]:
+        """Records of ``(label, hparams, calls, seed, split)`` runs (one sharded batch)."""
+        jobs = [(self.finetune_config(*r), functools.partial(self._finetune, *r)) for r in runs]
+        return self.runner.run_all(jobs)
+
+
+def criterion(record: Mapping[str, Any]) -> float:
+    """Selection score: mean of old and new validation MSE (lower is better)."""
+    v = record["val"]
+    score = (v["old"] + v["new"]) / 2
+    return score if score is not None and math.isfinite(score) else math.inf
+
+
+def _jsonable_grid(spec: Any) -> dict[str, tuple]:
+    return {k: tuple(v) for k, v in spec.grid.to_dict().items()}
+
+
+def run(suite: Suite) -> dict[str, Any]:
+    """Runs every phase (or reads it from the cache) and returns the results dict."""
+    cfg = suite.cfg
+    seeds, tuning = tuple(cfg.seeds), tuple(cfg.tuning_seeds)
+    start = time.perf_counter()
+    pre = suite.pretrain_all(tuning + seeds)
+    out: dict[str, Any] = {
+        "name": cfg.name,
+        "config": cfg.to_dict(),
+        "spread": results.SPREAD,
+        "pretrained": {str(s): pre[s] for s in seeds},
+        "conventions": {},
+    }
+    for convention in cfg.conventions:
+        calls = {label: suite.calls(label, convention) for label in cfg.methods}
+        conv: dict[str, Any] = {"calls": calls}
+        selections: dict[str, protocol.Selection] = {}
+        if tuning:
+
+            def score(points, calls=calls):
+                runs = [(lb, hp, calls[lb], s, "val") for lb, hp in points for s in tuning]
+                recs = suite.finetune_all(runs)
+                per_point = [recs[i : i + len(tuning)] for i in range(0, len(recs), len(tuning))]
+                return [float(np.mean([criterion(r) for r in group])) for group in per_point]
+
+            grids = {label: _jsonable_grid(spec) for label, spec in cfg.methods.items()}
+            selections = protocol.tune(grids, score, max_widening=cfg.max_grid_widening)
+            conv["selection"] = {k: v.to_json() for k, v in selections.items()}
+        # Reporting runs: each tuned method at its selected point ...
+        rows: dict[str, dict[str, Any]] = {}
+        for label, sel in selections.items():
+            rows[label] = {"method": cfg.methods[label].method, "hparams": sel.hparams}
+        # ... and the paper's rows at the paper's learning rate.
+        paper_lr = cfg.finetune.paper_learning_rate
+        for label in PAPER_ROWS:
+            if label not in cfg.methods:
+                continue
+            grid = _jsonable_grid(cfg.methods[label])
+            ratios = [{"ref_ratio": r} for r in grid["ref_ratio"]] if "ref_ratio" in grid else [{}]
+            for extra in ratios:
+                hp = {"learning_rate": paper_lr, **extra}
+                rows[paper_label(label, hp)] = {
+                    "method": cfg.methods[label].method,
+                    "hparams": hp,
+                    "base": label,
+                }
+        runs = [
+            (row.get("base", label), row["hparams"], calls[row.get("base", label)], s, "test")
+            for label, row in rows.items()
+            for s in seeds
+        ]
+        recs = suite.finetune_all(runs)
+        for i, row in enumerate(rows.values()):
+            row["runs"] = [{"seed": s, **recs[i * len(seeds) + j]} for j, s in enumerate(seeds)]
+            row["summary"] = summarize(row["runs"])
+        if selections:
+            conv["paper_profit_ratio"] = paper_ratio_choice(selections, paper_lr)
+            conv["best_baseline"] = best_baseline(cfg, selections)
+            conv["comparisons"] = compare(cfg, rows, conv["best_baseline"], conv)
+        conv["rows"] = rows
+        out["conventions"][convention] = conv
+    out["wall_time_s"] = time.perf_counter() - start
+    return out
+
+
+def paper_label(label: str, hparams: Mapping[str, Any]) -> str:
+    """Row name of a paper-protocol run: ``paper:full_ft``, ``paper:profit_rmsprop@100``."""
+    if "ref_ratio" not in hparams:
+        return f"paper:{label}"
+    ratio = hparams["ref_ratio"]
+    return f"paper:{label}@{'auto' if ratio is None else f'{ratio:g}'}"
+
+
+def summarize(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and standard error over seeds of test and validation old/new/mean MSE."""
+    out: dict[str, Any] = {"n": len(runs)}
+    for split in ("test", "val"):
+        for key in ("old", "new", "mean"):
+            vals = [_metric(r[split], key) for r in runs]
+            out[f"{split}_{key}_mean"], out[f"{split}_{key}_se"] = results.mean_se(vals)
+    return out
+
+
+def _metric(split: Mapping[str, float], key: str) -> float:
+    value = (split["old"] + split["new"]) / 2 if key == "mean" else split[key]
+    return math.nan if value is None else float(value)
+
+
+def paper_ratio_choice(selections: Mapping[str, protocol.Selection], lr: float) -> Any:
+    """The λ ratio of ``profit_rmsprop`` with the best validation score at the paper's lr."""
+    sel = selections.get("profit_rmsprop")
+    if sel is None:
+        return None
+    at_lr = [s for s in sel.scores if math.isclose(s["hparams"]["learning_rate"], lr)]
+    if not at_lr:
+        return None
+    return min(at_lr, key=lambda s: s["score"])["hparams"]["ref_ratio"]
+
+
+def best_baseline(cfg: ml_collections.ConfigDict, selections: Mapping[str, Any]) -> str:
+    """The non-PROFIT method with the lowest validation score at its selected point."""
+    baselines = {k: v for k, v in selections.items() if not is_profit(cfg.methods[k].method)}
+    return min(baselines, key=lambda k: baselines[k].score)
+
+
+def compare(
+    cfg: ml_collections.ConfigDict,
+    rows: Mapping[str, Mapping[str, Any]],
+    baseline: str,
+    conv: Mapping[str, Any],
+) -> dict[str, Any]:
+    """PROFIT rows minus the best baseline, paired over reporting seeds (test MSE)."""
+    base = rows[baseline]["runs"]
+    out = {}
+    paper_ratio = conv.get("paper_profit_ratio")
+    for label, row in rows.items():
+        method = row["method"]
+        if not is_profit(method):
+            continue
+        if label.startswith("paper:") and row["hparams"].get("ref_ratio") != paper_ratio:
+            continue  # the paper's PROFIT row is the ratio chosen on validation
+        out[label] = {
+            key: results.paired_difference(
+                [_metric(r["test"], key) for r in row["runs"]],
+                [_metric(r["test"], key) for r in base],
+            )
+            for key in ("old", "new", "mean")
+        }
+    return out
+
+
+def write(out: Mapping[str, Any], path: Path, command: str | None = None) -> Path:
+    """``results.json`` with the environment (command, commit, versions, machine)."""
+    return results.write_json(path, {"environment": results.environment(command), **out})
+
+
+def log_progress(suite: Suite) -> None:
+    logging.info("shard %s ran %d jobs", suite.runner.shard, suite.runner.ran)
