@@ -91,6 +91,24 @@ def subsample(ds: ArrayDataset, max_examples: int | None, *, seed: int = 0) -> A
     return ArrayDataset(ds.images[keep], ds.labels[keep], ds.class_names)
 
 
+def split_validation(
+    ds: ArrayDataset, num_val: int, *, seed: int = 0
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """Carves a fixed random validation set of ``num_val`` examples out of ``ds``.
+
+    Returns ``(train, val)``, disjoint, each in the original order. The split is a
+    function of ``seed`` only (not of the run seed), so every method and seed
+    tunes on the same validation images and never sees them in training.
+    """
+    if not 0 < num_val < len(ds):
+        raise ValueError(f"num_val must be in (0, {len(ds)}), got {num_val}")
+    rng = np.random.default_rng([seed, 7_205_110])
+    held = np.zeros(len(ds), bool)
+    held[rng.choice(len(ds), size=num_val, replace=False)] = True
+    part = lambda m: ArrayDataset(ds.images[m], ds.labels[m], ds.class_names)
+    return part(~held), part(held)
+
+
 def _prepare_once(name: str, data_dir: str | None) -> None:
     """Runs the dataset's preparer; with several processes, process 0 first.
 

@@ -1,0 +1,258 @@
+"""Tables and figures of a recipe suite, from its ``results.json`` only.
+
+:func:`tables` renders every table; ``results.md`` and the README blocks
+(``python -m experiments.report``) are both made from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from experiments.paper_toy.report import _table, verdict
+
+#: The paper's Table 2, ViT-Tiny, CIFAR-10 → CIFAR-100 (old / new test accuracy, %), copied
+#: exactly; pretrained CIFAR-10 accuracy 82.38%.
+PAPER_TABLE_2_VIT_TINY = {
+    "sgd": (53.63, 61.98),
+    "adam": (56.00, 58.99),
+    "lookahead": (55.64, 61.35),
+    "adan": (53.04, 61.62),
+    "profit": (58.53, 62.20),
+}
+PAPER_PRETRAINED_VIT_TINY = 82.38
+
+
+def _pct(mean: float, se: float | None) -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{100 * mean:.2f} ± {100 * se:.2f}" if se is not None else f"{100 * mean:.2f}"
+
+
+def _hp(hp: Mapping[str, Any]) -> str:
+    parts = [f"lr {hp['learning_rate']:.3g}"]
+    if "ref_ratio" in hp:
+        parts.append("λ ratio " + ("auto" if hp["ref_ratio"] is None else f"{hp['ref_ratio']:g}"))
+    if "n_ref" in hp:
+        parts.append(f"n_ref {hp['n_ref']}")
+    return ", ".join(parts)
+
+
+def _acc_cells(s: Mapping[str, Any], keys=("old", "new", "mean")) -> list[str]:
+    return [_pct(s[f"test_{k}_mean"], s[f"test_{k}_se"]) for k in keys]
+
+
+def paper_table(res: Mapping[str, Any]) -> str:
+    header = ["method", "paper ViT-Tiny: old / new (%)", "ours: old (%)", "ours: new (%)"]
+    rows = [
+        [
+            "pretrained",
+            f"{PAPER_PRETRAINED_VIT_TINY} / –",
+            _pct(res["pretrained"]["old_test_acc"], None),
+            "–",
+        ]
+    ]
+    for label, (p_old, p_new) in PAPER_TABLE_2_VIT_TINY.items():
+        row = res["rows"].get(label)
+        cells = _acc_cells(row["summary"], ("old", "new")) if row else ["–", "–"]
+        rows.append([f"`{label}`", f"{p_old:.2f} / {p_new:.2f}", *cells])
+    n = len(res["config"]["seeds"])
+    return _table(header, rows) + (
+        f"\n\nTest accuracy, {res['spread']} (n = {n}); every method at its own learning rate "
+        "(validation), equal gradient evaluations. Paper: CIFAR-10 → CIFAR-100, Table 2."
+    )
+
+
+def tuned_table(res: Mapping[str, Any]) -> str:
+    header = ["method", "selected (validation)", "old (%)", "new (%)", "mean (%)", "val score (%)"]
+    rows = []
+    for label, sel in res["selection"].items():
+        s = res["rows"][label]["summary"]
+        edge = " (grid edge)" if sel["at_edge"] else ""
+        best = " **best baseline**" if label == res["best_baseline"] else ""
+        rows.append(
+            [
+                f"`{label}`{best}",
+                _hp(sel["hparams"]) + edge,
+                *_acc_cells(s),
+                f"{-100 * sel['score']:.2f}",
+            ]
+        )
+    n = len(res["config"]["seeds"])
+    calls = res["config"]["finetune"]["budget"]
+    return _table(header, rows) + (
+        f"\n\nTest accuracy, {res['spread']} (n = {n}); {calls} update calls (gradient "
+        "evaluations) each. val score: mean of old and new validation accuracy over the tuning "
+        "seeds (the selection criterion)."
+    )
+
+
+def ablation_table(res: Mapping[str, Any], kind: str) -> str:
+    header = [kind.replace("ratio", "λ_main / λ_ref"), "old (%)", "new (%)", "mean (%)"]
+    rows = []
+    for label, row in res["rows"].items():
+        if label.startswith(f"ablation:{kind}="):
+            rows.append([label.split("=")[1], *_acc_cells(row["summary"])])
+    base = res["selection"][res["config"]["ablation"]["method"]]["hparams"]
+    paper = {
+        "ratio": "Paper (Table 9): best ratio 10 (ResNet-18), 1000 (ViT-Tiny, old accuracy), "
+        "100 (ViT-Small); larger λ_ref promotes new-task accuracy, smaller mitigates forgetting.",
+        "n_ref": "Paper (Table 8): larger n_ref keeps the old task better and learns the new "
+        "one less.",
+    }[kind]
+    return _table(header, rows) + (
+        f"\n\nPROFIT at its selected point ({_hp(base)}) with one setting changed; test accuracy, "
+        f"{res['spread']}. {paper}"
+    )
+
+
+def comparison_table(res: Mapping[str, Any]) -> str:
+    header = [
+        "PROFIT row",
+        "best baseline",
+        "Δ old (pts)",
+        "Δ new (pts)",
+        "Δ mean (pts)",
+        "verdict",
+    ]
+    rows = []
+    for label, diff in res["comparisons"].items():
+        cells = [
+            f"{100 * d['mean']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}]"
+            for d in (diff[k] for k in ("old", "new", "mean"))
+        ]
+        rows.append(
+            [
+                f"`{label}`",
+                f"`{res['best_baseline']}`",
+                *cells,
+                verdict(diff["mean"], lower_is_better=False),
+            ]
+        )
+    p = res["plateau"]
+    return _table(header, rows) + (
+        "\n\nPROFIT minus the best baseline (best validation score), paired over the reporting "
+        "seeds, test accuracy in points, mean [95% t-interval]. Plateau check: the best "
+        f"baseline's new-task validation accuracy rose {100 * p['gain']:+.2f} points over the "
+        f"last 30% of its run (from call {p['from_step']}): "
+        + ("plateaued." if p["plateaued"] else "**not plateaued**.")
+    )
+
+
+def tables(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
+    return {
+        f"{prefix}_table2": paper_table(res),
+        f"{prefix}_tuned": tuned_table(res),
+        f"{prefix}_ratio": ablation_table(res, "ratio"),
+        f"{prefix}_n_ref": ablation_table(res, "n_ref"),
+        f"{prefix}_vs_best": comparison_table(res),
+    }
+
+
+def write_markdown(res: Mapping[str, Any], path: Path, prefix: str) -> Path:
+    from experiments.common.results import write_text_atomic
+
+    titles = {
+        "table2": "Beside the paper (Table 2, ViT-Tiny)",
+        "tuned": "Every method at its own learning rate",
+        "ratio": "Ablation: λ ratio (Table 9)",
+        "n_ref": "Ablation: n_ref (Table 8)",
+        "vs_best": "PROFIT against the best baseline",
+    }
+    pre = res["pretrained"]
+    hist = pre["history"]
+    parts = [
+        f"# {res['name']}",
+        "",
+        f"Pretrained: old-task validation accuracy {100 * pre['old_val_acc']:.2f}% "
+        f"(curve: " + ", ".join(f"{h['step']}: {100 * h['old_val_acc']:.1f}" for h in hist) + "); "
+        f"test {100 * pre['old_test_acc']:.2f}%.",
+        "",
+    ]
+    for name, table in tables(res, prefix).items():
+        parts += [f"## {titles[name.removeprefix(prefix + '_')]}", "", table, ""]
+    env = res.get("environment", {})
+    parts.append(
+        f"Command: `{env.get('command', '?')}`; commit {env.get('git_commit', '?')[:12]}; "
+        f"{env.get('machine', {}).get('devices', '?')}; "
+        f"wall time {res.get('wall_time_s', 0):.0f} s."
+    )
+    return write_text_atomic(path, "\n".join(parts) + "\n")
+
+
+def plot(res: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """``tradeoff.png`` (old vs new test accuracy, per-seed dots), ``curves.png``
+    (validation accuracy along fine-tuning) and ``pretrain.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.common.plotting import method_color
+
+    cmap = plt.get_cmap("tab20")
+    rows = {k: v for k, v in res["rows"].items() if not k.startswith("ablation:")}
+    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
+    for i, (label, row) in enumerate(rows.items()):
+        s, color = row["summary"], method_color(cmap, i)
+        ax.scatter(
+            [100 * r["test"]["old"] for r in row["runs"]],
+            [100 * r["test"]["new"] for r in row["runs"]],
+            s=8,
+            color=color,
+            alpha=0.35,
+        )
+        ax.errorbar(
+            100 * s["test_old_mean"],
+            100 * s["test_new_mean"],
+            xerr=100 * s["test_old_se"],
+            yerr=100 * s["test_new_se"],
+            fmt="o",
+            color=color,
+            capsize=3,
+            label=label,
+        )
+    ax.axvline(
+        100 * res["pretrained"]["old_test_acc"], ls="--", color="gray", lw=1, label="old acc before"
+    )
+    ax.set_xlabel("old-task test accuracy (%), frozen old head")
+    ax.set_ylabel("new-task test accuracy (%)")
+    ax.set_title(f"{res['name']}\nmean ± SE, dots: seeds")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    paths = [out_dir / "tradeoff.png"]
+    fig.savefig(paths[-1])
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for i, (label, row) in enumerate(rows.items()):
+        color = method_color(cmap, i)
+        steps = [p["step"] for p in row["runs"][0]["curve"]]
+        for ax, key in zip(axes, ("val_old", "val_new"), strict=True):
+            vals = [[100 * p[key] for p in r["curve"]] for r in row["runs"]]
+            ax.plot(
+                steps, [sum(v) / len(v) for v in zip(*vals, strict=True)], color=color, label=label
+            )
+    for ax, key in zip(axes, ("old", "new"), strict=True):
+        ax.set_xlabel("update calls (gradient evaluations)")
+        ax.set_ylabel(f"{key}-task validation accuracy (%)")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{res['name']}: validation accuracy along fine-tuning (mean over seeds)")
+    fig.tight_layout()
+    paths.append(out_dir / "curves.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+
+    hist = res["pretrained"]["history"]
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+    ax.plot([h["step"] for h in hist], [100 * h["old_val_acc"] for h in hist], "o-")
+    ax.set_xlabel("pretraining step")
+    ax.set_ylabel("old-task validation accuracy (%)")
+    ax.set_title("pretraining (AdamW): convergence")
+    fig.tight_layout()
+    paths.append(out_dir / "pretrain.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+    return paths

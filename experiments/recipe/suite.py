@@ -1,0 +1,316 @@
+"""The recipe's protocol: pretrain once, tune every method on validation, report on test.
+
+Phases (each a batch of cached, shardable jobs, see :mod:`experiments.common.protocol`):
+
+1. **Pretrain** the old-task model (AdamW, ``config.pretrain``) with its
+   old-task *validation* accuracy recorded along the way (the convergence check).
+2. **Tune** every method's grid on the tuning seeds; score = −(mean of old and
+   new validation accuracy), averaged over tuning seeds; a best learning rate at
+   the grid's edge widens the grid.
+3. **Report** every method at its selected point on the reporting seeds: test
+   accuracy once at the end, validation accuracy along the way (learning curves).
+4. **Ablate** PROFIT at its selected learning rate: λ ratio and n_ref.
+5. **Compare** PROFIT rows with the best baseline (best validation score):
+   paired differences over reporting seeds with 95% intervals; check that the
+   best baseline's new-task validation accuracy has plateaued.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import ml_collections
+import numpy as np
+
+from experiments.common import protocol, results, transfer
+from experiments.common.data import eval_batches, split_validation, train_batches
+from experiments.common.train import Trainer, train
+
+PROTOCOL = "recipe/v1"
+METRICS = ("old", "new", "mean")
+
+
+def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int):
+    if model_cfg.kind == "mlp":
+        from experiments.mlp.model import MLP
+
+        return MLP(num_classes=num_classes, hidden=tuple(model_cfg.hidden))
+    from experiments.vit.main import build_model as vit
+
+    return vit(model_cfg, num_classes)
+
+
+@dataclasses.dataclass(eq=False)  # hashed by identity: its methods are lru-cached
+class Suite:
+    cfg: ml_collections.ConfigDict
+    runner: protocol.Runner
+    progress: bool = False
+
+    @functools.cached_property
+    def data(self) -> dict[str, Any]:
+        d = transfer.load_transfer_data(self.cfg)
+        old_train, old_val = split_validation(d.old_train, self.cfg.num_val)
+        new_train, new_val = split_validation(d.new_train, self.cfg.num_val)
+        return {
+            "old_train": old_train,
+            "old_val": old_val,
+            "old_test": d.old_test,
+            "new_train": new_train,
+            "new_val": new_val,
+            "new_test": d.new_test,
+        }
+
+    @functools.cached_property
+    def models(self):
+        n_old = self.data["old_train"].num_classes
+        n_new = self.data["new_train"].num_classes
+        return build_model(self.cfg.model, n_old), build_model(self.cfg.model, n_new)
+
+    # --- pretraining -----------------------------------------------------------------
+
+    def pretrain_config(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "protocol": PROTOCOL,
+            "job": "pretrain",
+            "old_task": c.old_task.to_dict(),
+            "num_val": c.num_val,
+            "model": c.model.to_dict(),
+            "pretrain": c.pretrain.to_dict(),
+            "augment": c.augment.to_dict(),
+        }
+
+    def _params_path(self) -> Path:
+        return self.runner.cache.path(self.pretrain_config()).with_suffix(".msgpack")
+
+    def _evaluator(self, which: str):
+        model = self.models[0 if which == "old" else 1]
+        return transfer.make_classifier_eval(transfer.make_apply_fn(model))
+
+    def _pretrain(self) -> dict[str, Any]:
+        cfg, d = self.cfg.pretrain, self.data
+        old_model = self.models[0]
+        init_rng, train_rng = jax.random.split(jax.random.key(cfg.seed))
+        params = transfer.init_params(old_model, d["old_train"], init_rng)
+        evaluate = self._evaluator("old")
+        bs = self.cfg.eval_batch_size
+        from experiments.common.train import PlainOptax
+
+        result = train(
+            PlainOptax("pretrain_adamw", transfer.pretrain_optimizer(cfg)),
+            params,
+            transfer.make_loss_fn(old_model, self.cfg.augment),
+            train_batches(d["old_train"], cfg.batch_size, seed=cfg.seed),
+            cfg.num_steps,
+            rng=train_rng,
+            eval_fn=lambda p: {
+                "old_val_acc": evaluate(p, eval_batches(d["old_val"], bs))["accuracy"]
+            },
+            eval_every=cfg.eval_every,
+            progress=self.progress,
+        )
+        params = result.eval_params
+        results.write_text_atomic(self._params_path(), flax.serialization.to_bytes(params))
+        return {
+            "history": result.history,
+            "old_val_acc": result.history[-1]["old_val_acc"],
+            "old_test_acc": evaluate(params, eval_batches(d["old_test"], bs))["accuracy"],
+            "train_time_s": result.train_time_s,
+        }
+
+    def pretrain(self) -> dict[str, Any]:
+        return self.runner.run_all([(self.pretrain_config(), self._pretrain)])[0]
+
+    @functools.cached_property
+    def pretrained(self) -> Any:
+        template = jax.eval_shape(
+            lambda: transfer.init_params(self.models[0], self.data["old_train"], jax.random.key(0))
+        )
+        return flax.serialization.from_bytes(template, self._params_path().read_bytes())
+
+    @functools.cached_property
+    def start_params(self) -> Any:
+        return transfer.finetune_params(self.pretrained, self.models[1], self.data["new_train"])
+
+    # --- fine-tuning -----------------------------------------------------------------
+
+    def build(self, label: str, hparams: Mapping[str, Any]):
+        from profit_optax import registry
+
+        spec = self.cfg.methods[label] if label in self.cfg.methods else None
+        method = spec.method if spec else label
+        fixed = spec.fixed.to_dict() if spec else {}
+        params = self.start_params
+        kwargs = {**transfer.default_mask_fn(params), **fixed, **hparams}
+        if method == "profit_warmup":
+            period = hparams.get("n_ref", 1) + 1
+            share = self.cfg.finetune.warmup_fraction * self.cfg.finetune.budget / period
+            kwargs["warmup_steps"] = round(share) * period
+        return registry.make_method(method, params, **kwargs)
+
+    def finetune_config(
+        self, label: str, hparams: Mapping[str, Any], seed: int, split: str
+    ) -> dict[str, Any]:
+        spec = self.cfg.methods[label]
+        return {
+            **self.pretrain_config(),
+            "job": "finetune",
+            "new_task": self.cfg.new_task.to_dict(),
+            "finetune": self.cfg.finetune.to_dict(),
+            "method": spec.method,
+            "fixed": spec.fixed.to_dict(),
+            "hparams": dict(hparams),
+            "seed": seed,
+            "split": split,
+        }
+
+    def _finetune(
+        self, label: str, hparams: Mapping[str, Any], seed: int, split: str
+    ) -> dict[str, Any]:
+        ft, d, bs = self.cfg.finetune, self.data, self.cfg.eval_batch_size
+        method = self.build(label, hparams)
+        old_head = self.pretrained[transfer.HEAD]
+        ev_old, ev_new = self._evaluator("old"), self._evaluator("new")
+
+        def accuracies(params, which: str) -> dict[str, float]:
+            old = ev_old({**params, transfer.HEAD: old_head}, eval_batches(d[f"old_{which}"], bs))
+            new = ev_new(params, eval_batches(d[f"new_{which}"], bs))
+            return {"old": old["accuracy"], "new": new["accuracy"]}
+
+        every = ft.budget // ft.curve_points
+        if every % method.period or ft.budget % method.period:
+            raise ValueError(f"{label}: budget/eval interval not multiples of {method.period}")
+        start = time.perf_counter()
+        trainer = Trainer(method, transfer.make_loss_fn(self.models[1], self.cfg.augment))
+        res = trainer.fit(
+            self.start_params,
+            train_batches(d["new_train"], ft.batch_size, seed=seed),
+            ft.budget,
+            rng=jax.random.key(seed),
+            eval_fn=lambda p: {f"val_{k}": v for k, v in accuracies(p, "val").items()},
+            eval_every=every,
+            eval_at_start=True,
+            progress=self.progress,
+        )
+        final = res.eval_params
+        return {
+            "val": accuracies(final, "val"),
+            "test": accuracies(final, "test") if split == "test" else {},
+            "curve": res.history,
+            "calls": ft.budget,
+            "period": method.period,
+            "train_time_s": res.train_time_s,
+            "wall_time_s": time.perf_counter() - start,
+        }
+
+    def finetune_all(self, runs) -> list[dict[str, Any]]:
+        jobs = [(self.finetune_config(*r), functools.partial(self._finetune, *r)) for r in runs]
+        return self.runner.run_all(jobs)
+
+
+def criterion(record: Mapping[str, Any]) -> float:
+    """Selection score (lower is better): −(mean of old and new validation accuracy)."""
+    v = record["val"]
+    score = -(v["old"] + v["new"]) / 2
+    return score if math.isfinite(score) else math.inf
+
+
+def _metric(split: Mapping[str, float], key: str) -> float:
+    return (split["old"] + split["new"]) / 2 if key == "mean" else float(split[key])
+
+
+def summarize(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(runs)}
+    for split in ("test", "val"):
+        for key in METRICS:
+            vals = [_metric(r[split], key) for r in runs]
+            out[f"{split}_{key}_mean"], out[f"{split}_{key}_se"] = results.mean_se(vals)
+    return out
+
+
+def plateau(row: Mapping[str, Any], tail: float = 0.3) -> dict[str, Any]:
+    """New-task validation accuracy over the last ``tail`` of the run (mean over seeds).
+
+    ``gain`` is the rise from the first point of that window to the end; the run
+    has plateaued when it is below 0.5 points.
+    """
+    curves = [
+        [(p["step"], p["val_new"]) for p in r["curve"] if "val_new" in p] for r in row["runs"]
+    ]
+    steps = [s for s, _ in curves[0]]
+    mean = np.mean([[v for _, v in c] for c in curves], axis=0)
+    first = next(i for i, s in enumerate(steps) if s >= (1 - tail) * steps[-1])
+    gain = float(mean[-1] - mean[first])
+    return {"from_step": steps[first], "gain": gain, "plateaued": gain < 0.005}
+
+
+def run(suite: Suite) -> dict[str, Any]:
+    cfg = suite.cfg
+    seeds, tuning = tuple(cfg.seeds), tuple(cfg.tuning_seeds)
+    start = time.perf_counter()
+    out: dict[str, Any] = {"name": cfg.name, "config": cfg.to_dict(), "spread": results.SPREAD}
+    out["pretrained"] = suite.pretrain()
+
+    def score(points):
+        runs = [(lb, hp, s, "val") for lb, hp in points for s in tuning]
+        recs = suite.finetune_all(runs)
+        groups = [recs[i : i + len(tuning)] for i in range(0, len(recs), len(tuning))]
+        return [float(np.mean([criterion(r) for r in g])) for g in groups]
+
+    grids = {k: {g: tuple(v) for g, v in s.grid.to_dict().items()} for k, s in cfg.methods.items()}
+    selections = protocol.tune(grids, score, max_widening=cfg.max_grid_widening)
+    out["selection"] = {k: v.to_json() for k, v in selections.items()}
+
+    rows: dict[str, dict[str, Any]] = {
+        label: {"method": cfg.methods[label].method, "hparams": sel.hparams}
+        for label, sel in selections.items()
+    }
+    ab = cfg.ablation
+    base = selections[ab.method].hparams
+    for ratio in ab.ratios:
+        rows[f"ablation:ratio={ratio:g}"] = {
+            "method": ab.method,
+            "hparams": {**base, "ref_ratio": ratio},
+            "base": ab.method,
+        }
+    for n_ref in ab.n_refs:
+        rows[f"ablation:n_ref={n_ref}"] = {
+            "method": ab.method,
+            "hparams": {**base, "n_ref": n_ref} if n_ref != 1 else dict(base),
+            "base": ab.method,
+        }
+    runs = [
+        (row.get("base", label), row["hparams"], s, "test")
+        for label, row in rows.items()
+        for s in seeds
+    ]
+    recs = suite.finetune_all(runs)
+    for i, row in enumerate(rows.values()):
+        row["runs"] = [{"seed": s, **recs[i * len(seeds) + j]} for j, s in enumerate(seeds)]
+        row["summary"] = summarize(row["runs"])
+    baselines = {k: v for k, v in selections.items() if not rows[k]["method"].startswith("profit")}
+    best = min(baselines, key=lambda k: baselines[k].score)
+    out["best_baseline"] = best
+    out["plateau"] = plateau(rows[best])
+    out["comparisons"] = {
+        label: {
+            key: results.paired_difference(
+                [_metric(r["test"], key) for r in row["runs"]],
+                [_metric(r["test"], key) for r in rows[best]["runs"]],
+            )
+            for key in METRICS
+        }
+        for label, row in rows.items()
+        if row["method"].startswith("profit") and not label.startswith("ablation:")
+    }
+    out["rows"] = rows
+    out["wall_time_s"] = time.perf_counter() - start
+    return out
