@@ -1,0 +1,109 @@
+"""Rewrites the README's result tables from the committed results files.
+
+Every experiment table in ``README.md`` sits between markers::
+
+    <!-- report:NAME -->
+    ...generated...
+    <!-- /report:NAME -->
+
+and is rendered by this module from a committed ``results.json`` (never typed
+by hand). ``python -m experiments.report`` rewrites the blocks in place;
+``--check`` exits with status 1 and names the stale blocks instead.
+``tests/test_report.py`` runs the check, so the README cannot drift from the
+files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _paper_toy(root: Path) -> dict[str, str]:
+    from experiments.paper_toy import report
+
+    res = _load(root / "paper_toy" / "results.json")
+    return report.tables(res) if res else {}
+
+
+def _recipe(kind: str) -> Callable[[Path], dict[str, str]]:
+    def render(root: Path) -> dict[str, str]:
+        from experiments.recipe import report
+
+        res = _load(root / f"recipe_{kind}" / "results.json")
+        return report.tables(res, f"recipe_{kind}") if res else {}
+
+    return render
+
+
+RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (
+    _paper_toy,
+    _recipe("mlp"),
+    _recipe("vit"),
+)
+
+_BLOCK = re.compile(
+    r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S
+)
+
+
+def render_all(root: Path = RESULTS) -> dict[str, str]:
+    """Every renderable block, by name, from the results files under ``root``."""
+    out: dict[str, str] = {}
+    for render in RENDERERS:
+        out.update(render(root))
+    return out
+
+
+def rewrite(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
+    """``text`` with every known block replaced; also the names of blocks that changed.
+
+    Raises:
+      KeyError: the text has a block that no results file renders.
+    """
+    changed: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in blocks:
+            raise KeyError(f"README block {name!r} has no results file to render it from")
+        body = blocks[name].rstrip("\n") + "\n"
+        if body != m["body"]:
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    return _BLOCK.sub(sub, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--check", action="store_true", help="only report stale blocks")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    new, changed = rewrite(text, render_all())
+    if args.check:
+        if changed:
+            print(f"stale README blocks: {changed}; run python -m experiments.report")
+            return 1
+        return 0
+    if changed:
+        args.readme.write_text(new)
+    print(f"rewrote {changed}" if changed else "README blocks are current")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
