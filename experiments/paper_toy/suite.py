@@ -241,7 +241,10 @@ def run(suite: Suite) -> dict[str, Any]:
         "conventions": {},
     }
     for convention in cfg.conventions:
-        calls = {label: suite.calls(label, convention) for label in cfg.methods}
+        labels = list(cfg.methods)
+        if convention == "main":
+            labels = [k for k in labels if k in cfg.main_convention_methods]
+        calls = {label: suite.calls(label, convention) for label in labels}
         conv: dict[str, Any] = {"calls": calls}
         selections: dict[str, protocol.Selection] = {}
         if tuning:
@@ -252,7 +255,7 @@ def run(suite: Suite) -> dict[str, Any]:
                 per_point = [recs[i : i + len(tuning)] for i in range(0, len(recs), len(tuning))]
                 return [float(np.mean([criterion(r) for r in group])) for group in per_point]
 
-            grids = {label: _jsonable_grid(spec) for label, spec in cfg.methods.items()}
+            grids = {label: _jsonable_grid(cfg.methods[label]) for label in labels}
             selections = protocol.tune(grids, score, max_widening=cfg.max_grid_widening)
             conv["selection"] = {k: v.to_json() for k, v in selections.items()}
         # Reporting runs: each tuned method at its selected point ...
@@ -262,7 +265,7 @@ def run(suite: Suite) -> dict[str, Any]:
         # ... and the paper's rows at the paper's learning rate.
         paper_lr = cfg.finetune.paper_learning_rate
         for label in PAPER_ROWS:
-            if label not in cfg.methods:
+            if label not in labels:
                 continue
             grid = _jsonable_grid(cfg.methods[label])
             ratios = [{"ref_ratio": r} for r in grid["ref_ratio"]] if "ref_ratio" in grid else [{}]
