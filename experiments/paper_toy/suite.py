@@ -132,15 +132,15 @@ class Suite:
         )
         calls = ft.budget if calls is None else calls
         steps = calls // probe.grads_per_step
-        schedule = optax.exponential_decay(
-            hparams["learning_rate"],
-            max(1, steps // ft.num_decays),
-            ft.decay_rate,
-            staircase=True,
-        )
-        kwargs["learning_rate"] = schedule
+        kwargs["learning_rate"] = self.schedule(hparams["learning_rate"], steps)
         kwargs.update(self._warmup_kwargs(spec, probe.period, calls))
         return registry.make_method(spec.method, params, **kwargs), calls, steps
+
+    def schedule(self, learning_rate: float, steps: int) -> optax.Schedule:
+        """The paper's step decay stretched over ``steps``: ×decay_rate, num_decays times."""
+        ft = self.cfg.finetune
+        every = max(1, steps // ft.num_decays)
+        return optax.exponential_decay(learning_rate, every, ft.decay_rate, staircase=True)
 
     def _warmup_kwargs(self, spec: Any, period: int, calls: int) -> dict[str, int]:
         if spec.method != "profit_warmup":

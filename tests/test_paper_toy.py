@@ -1,0 +1,145 @@
+"""The paper's 2D toy: data, model, schedules, and the whole suite in quick mode."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.common import protocol
+from experiments.common.cache import RunCache
+from experiments.paper_toy import config, data, report, suite
+from experiments.paper_toy.model import MLP
+from profit_optax import masks
+
+
+def test_data_follows_the_paper():
+    cfg = config.get_config("quick").data
+    toy = data.make_data(cfg, seed=3)
+    for task, (low, high) in ((toy.old, cfg.old_box), (toy.new, cfg.new_box)):
+        xs = np.concatenate([task.train.x, task.val.x, task.test.x])
+        assert xs.min() >= low and xs.max() <= high
+        assert len(task.train.x) + len(task.val.x) == cfg.n_train
+        assert len(task.val.x) == cfg.n_val and len(task.test.x) == cfg.n_test
+        clean = data.target(task.test.x, cfg.frequency)[:, None]
+        np.testing.assert_allclose(task.test.y, clean, atol=1e-6)  # noiseless test targets
+        noise = task.train.y - data.target(task.train.x, cfg.frequency)[:, None]
+        assert 0.8 < noise.std() < 1.2  # N(0, 1) training noise
+        val_noise = task.val.y - data.target(task.val.x, cfg.frequency)[:, None]
+        assert 0.7 < val_noise.std() < 1.3  # carved from the noisy training points
+    again = data.make_data(cfg, seed=3)
+    np.testing.assert_array_equal(again.new.train.x, toy.new.train.x)
+    assert not np.array_equal(data.make_data(cfg, seed=4).new.train.x, toy.new.train.x)
+
+
+def test_model_is_the_papers_mlp():
+    params = MLP((500, 500)).init(jax.random.key(0), np.zeros((1, 2), np.float32))["params"]
+    shapes = {k: {n: v.shape for n, v in p.items()} for k, p in params.items()}
+    assert shapes == {
+        "Dense_0": {"kernel": (2, 500), "bias": (500,)},
+        "LayerNorm_0": {"scale": (500,), "bias": (500,)},
+        "Dense_1": {"kernel": (500, 500), "bias": (500,)},
+        "LayerNorm_1": {"scale": (500,), "bias": (500,)},
+        "head": {"kernel": (500, 1), "bias": (1,)},
+    }
+    assert (
+        masks.head_mask(params)["head"]["kernel"] and not masks.head_mask(params)["Dense_1"]["bias"]
+    )
+    assert masks.embedding_mask(params)["Dense_0"]["kernel"]
+
+
+def _suite(tmp_path, mode="quick", **overrides):
+    cfg = config.get_config(mode)
+    cfg.update(overrides)
+    cache = RunCache(tmp_path / "cache")
+    return suite.Suite(cfg, cache, protocol.Runner(cache))
+
+
+def test_budget_conventions_and_the_papers_schedule(tmp_path):
+    s = _suite(tmp_path)
+    s.pretrain_all((0,))
+    budget = s.cfg.finetune.budget
+    assert s.calls("full_ft", "main") == budget  # one gradient per step
+    assert s.calls("profit_rmsprop", "grads") == budget
+    assert s.calls("profit_rmsprop", "main") == 2 * budget  # n_ref = 1: two per main step
+    method, calls, steps = s.build("profit_rmsprop", {"learning_rate": 5e-4, "ref_ratio": 100.0})
+    assert (calls, steps, method.period) == (budget, budget // 2, 2)
+    # The paper's schedule (x0.95 every 100 of 1,500 steps) stretched over any run length.
+    full = suite.Suite(config.get_config("full"), s.cache, s.runner)
+    paper = full.schedule(5e-4, 1500)
+    assert float(paper(99)) == pytest.approx(5e-4)
+    assert float(paper(100)) == pytest.approx(5e-4 * 0.95)
+    assert float(paper(1499)) == pytest.approx(5e-4 * 0.95**14)
+    half = full.schedule(5e-4, 750)  # PROFIT's main steps at equal gradients
+    assert float(half(50)) == pytest.approx(5e-4 * 0.95)
+
+
+@pytest.fixture(scope="module")
+def quick_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("paper_toy")
+
+
+def test_quick_suite_end_to_end_and_resume(quick_cache):
+    s = _suite(quick_cache)
+    res = suite.run(s)
+    assert set(res["conventions"]) == {"grads", "main"}
+    grads = res["conventions"]["grads"]
+    assert set(grads["selection"]) == set(s.cfg.methods)
+    # The paper's rows run at the paper's lr, PROFIT at every ratio of its grid.
+    assert {
+        "paper:full_ft",
+        "paper:head_only",
+        "paper:profit_rmsprop@100",
+        "paper:profit_rmsprop@auto",
+    } <= set(grads["rows"])
+    assert grads["best_baseline"] in {"full_ft", "head_only"}
+    for row in grads["rows"].values():
+        assert len(row["runs"]) == len(s.cfg.seeds)
+        assert all(r["test"] for r in row["runs"])  # reporting runs read the test split
+    assert res["conventions"]["main"]["calls"]["profit_rmsprop"] == 2 * s.cfg.finetune.budget
+    assert set(res["conventions"]["main"]["calls"]) == set(s.cfg.main_convention_methods) & set(
+        s.cfg.methods
+    )
+    for name, table in report.tables(json.loads(json.dumps(res, default=float))).items():
+        assert table.startswith("| "), name
+    # Resume: a second run reads every job from the cache and gives the same results.
+    again = _suite(quick_cache)
+    assert suite.run(again)["conventions"]["grads"]["rows"] == grads["rows"]
+    assert again.runner.ran == 0
+
+
+def test_demo_mode_needs_no_tuning_seeds():
+    cfg = config.get_config("demo")
+    assert tuple(cfg.tuning_seeds) == ()
+    assert set(cfg.methods) == set(suite.PAPER_ROWS)
+    with pytest.raises(ValueError, match="mode must be"):
+        config.get_config("fast")
+
+
+def test_main_writes_results_and_figures(quick_cache, tmp_path, capsys):
+    """The entry point (flags, results.json with provenance, Markdown, figures), from the cache
+    that the end-to-end test filled."""
+    from absl import flags
+
+    from experiments.paper_toy import main
+
+    out = tmp_path / "out"
+    flags.FLAGS(
+        [
+            "paper_toy",
+            "--config=experiments/paper_toy/config.py:quick",
+            f"--workdir={quick_cache / 'cache'}",
+            f"--out={out}",
+        ]
+    )
+    try:
+        main.main([])
+    finally:
+        flags.FLAGS.unparse_flags()
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["environment"]["command"].startswith("python -m experiments.paper_toy")
+    for name in ("results.md", "tradeoff_grads.png", "curves_main.png"):
+        assert (out / name).stat().st_size > 0
+    assert "Beside the paper (Table 1)" in capsys.readouterr().out

@@ -1,0 +1,159 @@
+"""The protocol suites' shared machinery: run cache, sharded runner, tuning, statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments.common import protocol, results
+from experiments.common.cache import RunCache, fingerprint
+
+
+def test_cache_is_keyed_by_the_full_config(tmp_path):
+    cache = RunCache(tmp_path)
+    cfg = {"lr": 0.1, "seed": 0, "grid": {"a": [1, 2]}}
+    assert cache.get(cfg) is None
+    cache.put(cfg, {"acc": np.float32(0.5)})
+    assert cache.get({"seed": 0, "grid": {"a": [1, 2]}, "lr": 0.1}) == {"acc": 0.5}
+    assert cache.get({**cfg, "seed": 1}) is None
+    assert fingerprint(cfg) != fingerprint({**cfg, "lr": 0.2})
+    # A file whose stored config differs (collision, hand edit) is never returned.
+    path = cache.path(cfg)
+    payload = json.loads(path.read_text())
+    payload["config"]["lr"] = 0.3
+    path.write_text(json.dumps(payload))
+    assert cache.get(cfg) is None
+    path.write_text("{half a file")  # a torn write from another tool
+    assert cache.get(cfg) is None
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_runner_resumes_an_interrupted_suite_without_redoing_runs(tmp_path):
+    calls = []
+
+    def job(i, fail_at=None):
+        def run():
+            if i == fail_at:
+                raise KeyboardInterrupt  # the session ends mid-suite
+            calls.append(i)
+            return {"value": i * i}
+
+        return ({"job": i}, run)
+
+    runner = protocol.Runner(RunCache(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_all([job(i, fail_at=3) for i in range(6)])
+    assert calls == [0, 1, 2]
+    resumed = protocol.Runner(RunCache(tmp_path))
+    records = resumed.run_all([job(i) for i in range(6)])
+    assert calls == [0, 1, 2, 3, 4, 5]  # 0-2 were not run again
+    assert resumed.ran == 3
+    assert [r["value"] for r in records] == [i * i for i in range(6)]
+
+
+def test_two_shards_split_the_work_and_both_see_every_record(tmp_path):
+    ran: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def jobs(shard):
+        def make(i):
+            def run():
+                with lock:
+                    ran.append((shard, i))
+                return {"value": i}
+
+            return ({"job": i}, run)
+
+        return [make(i) for i in range(20)]
+
+    out = {}
+
+    def work(shard):
+        runner = protocol.Runner(RunCache(tmp_path), (shard, 2), poll_s=0.01, timeout_s=30)
+        out[shard] = runner.run_all(jobs(shard))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(i for _, i in ran) == list(range(20))  # each job ran exactly once
+    assert {s for s, _ in ran} == {0, 1}
+    assert out[0] == out[1] == [{"value": i} for i in range(20)]
+    with pytest.raises(ValueError, match="shard"):
+        protocol.Runner(RunCache(tmp_path), (2, 2))
+
+
+def _quadratic_score(best_log_lr):
+    def score(points):
+        return [(math.log10(hp["learning_rate"]) - best_log_lr) ** 2 for _, hp in points]
+
+    return score
+
+
+def test_tune_widens_a_grid_whose_best_value_sits_at_an_edge():
+    grids = {"m": {"learning_rate": (1e-3, 1e-2, 1e-1)}}
+    sel = protocol.tune(grids, _quadratic_score(1.0), max_widening=5)["m"]
+    assert sel.hparams["learning_rate"] == pytest.approx(10.0)
+    assert not sel.at_edge
+    assert sel.learning_rates[-1] == pytest.approx(100.0)  # widened one past the optimum
+    capped = protocol.tune(grids, _quadratic_score(1.0), max_widening=1)["m"]
+    assert capped.at_edge
+    assert capped.hparams["learning_rate"] == pytest.approx(1.0)
+    interior = protocol.tune(grids, _quadratic_score(-2.0), max_widening=5)["m"]
+    assert interior.learning_rates == (1e-3, 1e-2, 1e-1)
+    assert not interior.at_edge
+
+
+def test_tune_searches_the_product_and_scores_each_point_once():
+    seen = []
+
+    def score(points):
+        seen.extend(points)
+        return [
+            hp["learning_rate"] * (1 if hp["ref_ratio"] is None else hp["ref_ratio"])
+            for _, hp in points
+        ]
+
+    grids = {"p": {"learning_rate": (1.0, 2.0, 3.0), "ref_ratio": (10.0, None)}}
+    sel = protocol.tune(grids, score, max_widening=0)["p"]
+    assert len(seen) == 6
+    assert sel.hparams == {"learning_rate": 1.0, "ref_ratio": None}
+    assert sel.at_edge  # lowest lr, and no widening allowed
+
+
+def test_diverged_points_never_win():
+    grids = {"m": {"learning_rate": (1.0, 2.0, 3.0)}}
+    score = lambda pts: [
+        math.nan if hp["learning_rate"] == 2.0 else hp["learning_rate"] for _, hp in pts
+    ]
+    sel = protocol.tune(grids, score, max_widening=0)["m"]
+    assert sel.hparams["learning_rate"] == 1.0
+
+
+def test_standard_error_and_paired_interval_match_scipy():
+    a = [0.71, 0.69, 0.75, 0.70, 0.73]
+    b = [0.65, 0.66, 0.71, 0.69, 0.66]
+    mean, se = results.mean_se(a)
+    assert mean == pytest.approx(np.mean(a))
+    assert se == pytest.approx(stats.sem(a))
+    d = results.paired_difference(a, b)
+    want = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert (d["lo"], d["hi"]) == pytest.approx((want.low, want.high))
+    assert d["n"] == 5
+    assert math.isnan(results.paired_difference([1.0], [0.0])["lo"])
+    with pytest.raises(ValueError, match="3 values against 2"):
+        results.paired_difference([1, 2, 3], [1, 2])
+
+
+def test_environment_names_command_commit_versions_and_machine():
+    env = results.environment("python -m x")
+    assert env["command"] == "python -m x"
+    assert len(env["git_commit"]) == 40 or env["git_commit"] == "unknown"
+    assert {"jax", "optax", "flax", "numpy", "python"} <= set(env["versions"])
+    assert env["machine"]["backend"] == "cpu"
