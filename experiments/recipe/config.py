@@ -117,11 +117,11 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
         c.old_task.max_test_examples = 200
         c.new_task.max_test_examples = 200
         c.num_val = 100
-        c.pretrain.update({"num_steps": 60, "warmup_steps": 5, "eval_every": 30})
-        c.finetune.update({"budget": 12, "curve_points": 2})
+        c.pretrain.update({"num_steps": 60, "warmup_steps": 5, "eval_every": 30, "batch_size": 32})
+        c.finetune.update({"budget": 12, "curve_points": 2, "batch_size": 32})
         c.methods = _methods(("adam", "profit", "head_only"), lrs=(1e-3, 3e-3), ratios=(100.0,))
         c.ablation.update({"ratios": (10.0,), "n_refs": (1, 2)})
-        c.max_grid_widening = 1
+        c.max_grid_widening = 0  # widening is tested on its own (tests/test_protocol.py)
         c.seeds = (0, 1)
         c.tuning_seeds = (100,)
         c.eval_batch_size = 200

@@ -91,6 +91,7 @@ class Suite:
     def _params_path(self) -> Path:
         return self.runner.cache.path(self.pretrain_config()).with_suffix(".msgpack")
 
+    @functools.lru_cache(maxsize=2)  # noqa: B019 (compiled once per process)
     def _evaluator(self, which: str):
         model = self.models[0 if which == "old" else 1]
         return transfer.make_classifier_eval(transfer.make_apply_fn(model))

@@ -1,0 +1,68 @@
+"""The paper's CIFAR recipe on offline data: validation split and the quick suite end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments.common import protocol
+from experiments.common.cache import RunCache
+from experiments.common.data import ArrayDataset, split_validation
+from experiments.recipe import config, report, suite
+
+
+def test_split_validation_is_disjoint_fixed_and_complete():
+    images = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1)
+    ds = ArrayDataset(images, np.arange(50, dtype=np.int32) % 5, tuple("abcde"))
+    train, val = split_validation(ds, 10)
+    assert (len(train), len(val)) == (40, 10)
+    ids = np.concatenate([train.images.ravel(), val.images.ravel()])
+    assert sorted(ids.tolist()) == list(range(50))
+    _, again_val = split_validation(ds, 10)
+    np.testing.assert_array_equal(again_val.images, val.images)
+    assert not np.array_equal(split_validation(ds, 10, seed=1)[1].images, val.images)
+    with pytest.raises(ValueError, match="num_val"):
+        split_validation(ds, 50)
+
+
+def test_budget_is_a_multiple_of_every_period():
+    for mode in ("mlp", "vit"):
+        cfg = config.get_config(mode)
+        ft = cfg.finetune
+        every = ft.budget // ft.curve_points
+        for n_ref in cfg.ablation.n_refs:
+            assert ft.budget % (n_ref + 1) == 0 and every % (n_ref + 1) == 0
+        assert set(config.METHODS) == set(cfg.methods)
+
+
+def test_quick_suite_end_to_end_on_mock_data(tmp_path):
+    cfg = config.get_config("quick")
+    cfg.num_val = 8
+    cfg.old_task.max_train_examples = None
+    cfg.new_task.max_train_examples = None
+    with tfds.testing.mock_data(num_examples=120):
+        runner = protocol.Runner(RunCache(tmp_path))
+        res = suite.run(suite.Suite(cfg, runner))
+        assert runner.ran > 0
+        resumed = protocol.Runner(RunCache(tmp_path))
+        again = suite.run(suite.Suite(cfg, resumed))
+    assert resumed.ran == 0 and again["rows"] == res["rows"]
+    assert set(res["selection"]) == set(cfg.methods)
+    assert res["best_baseline"] in {"adam", "head_only"}
+    assert {"ablation:ratio=10", "ablation:n_ref=1", "ablation:n_ref=2"} <= set(res["rows"])
+    assert set(res["comparisons"]) == {"profit"}
+    hist = res["pretrained"]["history"]
+    assert [h["step"] for h in hist] == [30, 60]  # the convergence curve, on validation
+    for row in res["rows"].values():
+        assert len(row["runs"]) == len(cfg.seeds)
+        assert {"old", "new"} <= set(row["runs"][0]["test"])
+    res = json.loads(json.dumps(res))
+    tables = report.tables(res, "recipe_quick")
+    assert set(tables) == {
+        f"recipe_quick_{k}" for k in ("table2", "tuned", "ratio", "n_ref", "vs_best")
+    }
+    paths = report.plot(res, tmp_path)
+    assert all(p.stat().st_size > 0 for p in paths)
