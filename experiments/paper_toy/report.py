@@ -91,7 +91,35 @@ def paper_table(res: Mapping[str, Any]) -> str:
         )
         + ")."
     )
-    return _table(header, rows) + "\n\n" + note
+    return _table(header, rows) + "\n\n" + note + "\n\n" + ordering_sentence(res)
+
+
+def ordering_sentence(res: Mapping[str, Any]) -> str:
+    """Whether the paper's Table 1 ordering reproduces, per convention, from the numbers.
+
+    The paper: old error PROFIT < head only < full fine-tuning; new error PROFIT <= full
+    fine-tuning < head only.
+    """
+    parts = []
+    for c, conv in res["conventions"].items():
+        ratio = conv.get("paper_profit_ratio")
+        keys = {
+            "full": "paper:full_ft",
+            "head": "paper:head_only",
+            "profit": "paper:profit_rmsprop@" + ("auto" if ratio is None else f"{ratio:g}"),
+        }
+        if not all(k in conv["rows"] for k in keys.values()):
+            continue
+        m = {n: conv["rows"][k]["summary"] for n, k in keys.items()}
+        old = [m[n]["test_old_mean"] for n in ("profit", "head", "full")]
+        new = [m[n]["test_new_mean"] for n in ("profit", "full", "head")]
+        said = {True: "reproduces", False: "does not reproduce"}
+        parts.append(
+            f"{c}: old-square order PROFIT < head only < full fine-tuning "
+            f"{said[old[0] < old[1] < old[2]]}, new-square order "
+            f"PROFIT ≤ full fine-tuning < head only {said[new[0] <= new[1] < new[2]]}"
+        )
+    return "Paper's ordering (from the means above): " + "; ".join(parts) + "."
 
 
 def _ratio(r: Any) -> str:

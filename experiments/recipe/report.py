@@ -61,7 +61,27 @@ def paper_table(res: Mapping[str, Any]) -> str:
     n = len(res["config"]["seeds"])
     return _table(header, rows) + (
         f"\n\nTest accuracy, {res['spread']} (n = {n}); every method at its own learning rate "
-        "(validation), equal gradient evaluations. Paper: CIFAR-10 → CIFAR-100, Table 2."
+        "(validation), equal gradient evaluations. Paper: CIFAR-10 → CIFAR-100, Table 2.\n\n"
+        + ordering_sentence(res)
+    )
+
+
+def ordering_sentence(res: Mapping[str, Any]) -> str:
+    """Whether the paper's claim (PROFIT first on old and on new accuracy among its five
+    methods) reproduces, from the means."""
+    names = [k for k in PAPER_TABLE_2_VIT_TINY if k in res["rows"]]
+    if "profit" not in names:
+        return ""
+    out = []
+    for key, what in (("old", "old"), ("new", "new")):
+        means = {k: res["rows"][k]["summary"][f"test_{key}_mean"] for k in names}
+        order = sorted(means, key=means.__getitem__, reverse=True)
+        rank = order.index("profit") + 1
+        out.append(f"PROFIT ranks {rank} of {len(names)} on {what}-task accuracy")
+    verdict = "reproduces" if all(" 1 of" in o for o in out) else "does not reproduce"
+    return (
+        f"Paper's ordering (PROFIT first on both among SGD, Adam, Lookahead, Adan, PROFIT) "
+        f"{verdict}: " + ", ".join(out) + " (means above)."
     )
 
 
