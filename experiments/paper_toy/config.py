@@ -83,8 +83,8 @@ def get_config(mode: str = "full") -> ml_collections.ConfigDict:
     """The suite's config; ``mode``: ``full`` (the committed results), ``demo``, ``quick``.
 
     ``demo`` runs only the paper's rows at the paper's learning rate (no tuning), equal
-    gradient evaluations, seeds 0-2: a few minutes on 2 cores. ``quick`` shrinks everything to seconds
-    (tests, CI).
+    gradient evaluations, seeds 0-2: a few minutes on 2 cores. ``quick`` shrinks everything
+    to seconds (tests, CI).
     """
     if mode not in ("full", "demo", "quick"):
         raise ValueError(f"mode must be full, demo or quick, got {mode!r}")

@@ -82,14 +82,19 @@ def paper_table(res: Mapping[str, Any]) -> str:
                 old, new = _cells(row["summary"])
             cells.append(f"{old} / {new}")
         rows.append(cells)
+    tuned = all("paper_profit_ratio" in v for v in res["conventions"].values())
+    ratios = ", ".join(
+        f"{c} {_ratio(v.get('paper_profit_ratio'))}" for c, v in res["conventions"].items()
+    )
     note = (
         f"Test MSE on noiseless points, {res['spread']} (n = {n}). Ours: RMSProp at the "
-        "paper's lr 5e-4 for every row; PROFIT's λ_main/λ_ref chosen on validation at that lr "
-        "(ratio: "
-        + ", ".join(
-            f"{c} {_ratio(v.get('paper_profit_ratio'))}" for c, v in res["conventions"].items()
+        "paper's lr 5e-4 for every row; "
+        + (
+            f"PROFIT's λ_main/λ_ref chosen on validation at that lr (ratio: {ratios})."
+            if tuned
+            else "no tuning (demo): the PROFIT row is the automatic rule; every ratio is in "
+            "the next table."
         )
-        + ")."
     )
     return _table(header, rows) + "\n\n" + note + "\n\n" + ordering_sentence(res)
 
