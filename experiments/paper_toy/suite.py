@@ -106,8 +106,16 @@ class Suite:
 
     @functools.lru_cache(maxsize=8)  # noqa: B019
     def pretrained(self, seed: int) -> Any:
+        """The pretrained parameters of ``seed``.
+
+        Only the small JSON records of a cache are committed; the parameters are
+        regenerated (pretraining is deterministic on a given machine) when missing.
+        """
+        path = self._params_path(seed)
+        if not path.exists():
+            self._pretrain(seed)
         template = train.init_params(self.model, seed)
-        return flax.serialization.from_bytes(template, self._params_path(seed).read_bytes())
+        return flax.serialization.from_bytes(template, path.read_bytes())
 
     def pretrain_all(self, seeds: tuple[int, ...]) -> dict[int, dict[str, Any]]:
         jobs = [(self.pretrain_config(s), functools.partial(self._pretrain, s)) for s in seeds]

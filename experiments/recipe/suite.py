@@ -132,10 +132,13 @@ class Suite:
 
     @functools.cached_property
     def pretrained(self) -> Any:
+        path = self._params_path()
+        if not path.exists():  # only the JSON records of a cache are committed
+            self._pretrain()
         template = jax.eval_shape(
             lambda: transfer.init_params(self.models[0], self.data["old_train"], jax.random.key(0))
         )
-        return flax.serialization.from_bytes(template, self._params_path().read_bytes())
+        return flax.serialization.from_bytes(template, path.read_bytes())
 
     @functools.cached_property
     def start_params(self) -> Any:
