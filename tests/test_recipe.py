@@ -24,7 +24,7 @@ def test_split_validation_is_disjoint_fixed_and_complete():
     _, again_val = split_validation(ds, 10)
     np.testing.assert_array_equal(again_val.images, val.images)
     assert not np.array_equal(split_validation(ds, 10, seed=1)[1].images, val.images)
-    with pytest.raises(ValueError, match="num_val"):
+    with pytest.raises(ValueError, match="held-out size must be in"):
         split_validation(ds, 50)
 
 

@@ -91,6 +91,19 @@ def subsample(ds: ArrayDataset, max_examples: int | None, *, seed: int = 0) -> A
     return ArrayDataset(ds.images[keep], ds.labels[keep], ds.class_names)
 
 
+def _random_split(
+    ds: ArrayDataset, num_held: int, salt: int, seed: int
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """``(rest, held)``: a fixed random ``num_held`` examples and the others, in order."""
+    if not 0 < num_held < len(ds):
+        raise ValueError(f"the held-out size must be in (0, {len(ds)}), got {num_held}")
+    rng = np.random.default_rng([seed, salt])
+    held = np.zeros(len(ds), bool)
+    held[rng.choice(len(ds), size=num_held, replace=False)] = True
+    part = lambda m: ArrayDataset(ds.images[m], ds.labels[m], ds.class_names)
+    return part(~held), part(held)
+
+
 def split_validation(
     ds: ArrayDataset, num_val: int, *, seed: int = 0
 ) -> tuple[ArrayDataset, ArrayDataset]:
@@ -100,13 +113,20 @@ def split_validation(
     function of ``seed`` only (not of the run seed), so every method and seed
     tunes on the same validation images and never sees them in training.
     """
-    if not 0 < num_val < len(ds):
-        raise ValueError(f"num_val must be in (0, {len(ds)}), got {num_val}")
-    rng = np.random.default_rng([seed, 7_205_110])
-    held = np.zeros(len(ds), bool)
-    held[rng.choice(len(ds), size=num_val, replace=False)] = True
-    part = lambda m: ArrayDataset(ds.images[m], ds.labels[m], ds.class_names)
-    return part(~held), part(held)
+    return _random_split(ds, num_val, 7_205_110, seed)
+
+
+def split_fraction(
+    ds: ArrayDataset, fraction: float, *, seed: int = 0
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """Two disjoint fixed random parts of ``ds``, the first holding ``fraction`` of it.
+
+    Used to pretrain on one part of a training split and fine-tune on the other.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    second, first = _random_split(ds, round(fraction * len(ds)), 1_620_001, seed)
+    return first, second
 
 
 def _prepare_once(name: str, data_dir: str | None) -> None:

@@ -165,8 +165,16 @@ class DataParallel:
             return checkpointer.restore(Path(path).absolute(), abstract)
 
 
+#: state_metrics(opt_state) -> dict of scalars logged with the train metrics (e.g. PROFIT's
+#: diagnostics); averaged over the update calls between evaluations like the loss.
+StateMetrics = Callable[[optax.OptState], Mapping[str, jax.Array]]
+
+
 def make_train_step(
-    method: MethodLike, loss_fn: LossFn, parallel: DataParallel | None = None
+    method: MethodLike,
+    loss_fn: LossFn,
+    parallel: DataParallel | None = None,
+    state_metrics: StateMetrics | None = None,
 ) -> Callable[[PyTree, optax.OptState, Batch, jax.Array], tuple[PyTree, optax.OptState, dict]]:
     """Returns ``step(stored, opt_state, batch, rng) -> (stored, opt_state, metrics)``, jitted.
 
@@ -174,7 +182,8 @@ def make_train_step(
     ``stored`` and ``opt_state`` (Lookahead's synced fast/slow weights, a
     reference point equal to the parameters), which XLA cannot donate twice.
     With ``parallel`` the batch is split over its mesh and everything else
-    (inputs and outputs) is replicated.
+    (inputs and outputs) is replicated. ``state_metrics(opt_state)`` (after the
+    update) adds scalars to the metrics, e.g. ``profit_optax.diagnostics``.
     """
 
     def step(stored, opt_state, batch, rng):
@@ -182,7 +191,8 @@ def make_train_step(
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
         updates, opt_state = method.tx.update(grads, opt_state, stored)
         stored = method.apply(stored, updates)
-        return stored, opt_state, {"loss": loss, **aux}
+        extra = dict(state_metrics(opt_state)) if state_metrics is not None else {}
+        return stored, opt_state, {"loss": loss, **aux, **extra}
 
     if parallel is None:
         return jax.jit(step)
@@ -226,10 +236,16 @@ class Trainer:
     as an L2-SP anchor), hence a new ``Trainer``.
     """
 
-    def __init__(self, method: MethodLike, loss_fn: LossFn, parallel: DataParallel | None = None):
+    def __init__(
+        self,
+        method: MethodLike,
+        loss_fn: LossFn,
+        parallel: DataParallel | None = None,
+        state_metrics: StateMetrics | None = None,
+    ):
         self.method = method
         self.parallel = parallel
-        self.step_fn = make_train_step(method, loss_fn, parallel)
+        self.step_fn = make_train_step(method, loss_fn, parallel, state_metrics)
         if parallel is None:
             self.eval_params_fn = jax.jit(method.eval_params)
         else:
