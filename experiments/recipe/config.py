@@ -37,6 +37,8 @@ import ml_collections
 
 from experiments.common.config import task, transfer_config
 
+task_fn = task
+
 ADAPTIVE_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
 SGD_LRS = (3e-3, 1e-2, 3e-2, 1e-1)
 RATIOS = (10.0, 100.0, 1000.0, 10000.0, None)
@@ -68,12 +70,27 @@ def _methods(names, lrs=None, ratios=RATIOS) -> dict:
     return out
 
 
+#: The same-label tasks (proximal fine-tuning): mode -> task settings.
+SAME_LABEL_TASKS = {
+    "shift_rotate": {"kind": "covariate_shift", "shift": "rotate", "severity": 40.0},
+    "shift_noise": {"kind": "covariate_shift", "shift": "noise", "severity": 96.0},
+    "maintenance": {"kind": "maintenance"},
+}
+MODES = ("mlp", "vit", "quick", *SAME_LABEL_TASKS, "quick_shift")
+
+
 def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
-    """``mlp`` or ``vit`` (the committed suites), or ``quick`` (seconds; tests and CI)."""
-    if mode not in ("mlp", "vit", "quick"):
-        raise ValueError(f"mode must be mlp, vit or quick, got {mode!r}")
+    """A suite's config by ``mode``.
+
+    ``mlp``, ``vit``: the class split (the paper's CIFAR recipe). ``shift_rotate``,
+    ``shift_noise``, ``maintenance``: the same-label tasks with the MLP. ``quick``,
+    ``quick_shift``: seconds (tests and CI).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     c = transfer_config()
     c.mode = mode
+    c.task = ml_collections.ConfigDict({"kind": "class_split"})
     c.old_task = task("fashion_mnist", classes=(0, 1, 2, 3, 4))
     c.new_task = task("fashion_mnist", classes=(5, 6, 7, 8, 9))
     c.num_val = 3000  # per task, carved from its training split
@@ -100,7 +117,13 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
     c.seeds = (0, 1, 2, 3, 4)
     c.tuning_seeds = (100, 101)
     c.eval_batch_size = 1000
-    if mode == "mlp":
+    if mode in SAME_LABEL_TASKS or mode == "quick_shift":
+        _same_label(c, SAME_LABEL_TASKS.get(mode, SAME_LABEL_TASKS["shift_rotate"]))
+    if mode in SAME_LABEL_TASKS:
+        what = {"shift_rotate": "rotated", "shift_noise": "noisy", "maintenance": "more"}[mode]
+        c.name = f"MLP 256-256, Fashion-MNIST clean → {what} images (same labels)"
+        c.model = ml_collections.ConfigDict({"kind": "mlp", "hidden": (256, 256)})
+    elif mode == "mlp":
         c.name = "MLP 256-256, Fashion-MNIST classes 0-4 → 5-9 (the paper's CIFAR recipe)"
         c.model = ml_collections.ConfigDict({"kind": "mlp", "hidden": (256, 256)})
     elif mode == "vit":
@@ -109,7 +132,7 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
             {"kind": "vit", "variant": "mini", "patch_size": 7, "pool": "tok", "dropout_rate": 0.0}
         )
         c.seeds = (0, 1, 2)
-    else:
+    else:  # quick, quick_shift
         c.name = "quick recipe (tests)"
         c.model = ml_collections.ConfigDict({"kind": "mlp", "hidden": (32,)})
         c.old_task.max_train_examples = 600
@@ -126,3 +149,19 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
         c.tuning_seeds = (100,)
         c.eval_batch_size = 200
     return c
+
+
+def _same_label(c: ml_collections.ConfigDict, task: dict) -> None:
+    """All ten classes, one head kept: pretrain on one half of the training split (clean),
+    fine-tune on the other half, shifted for a covariate shift (the new part's train,
+    validation and test images; a fixed, seeded transform) or as is for maintenance."""
+    c.old_task = task_fn("fashion_mnist")
+    c.new_task = task_fn("fashion_mnist")
+    c.task = ml_collections.ConfigDict(
+        {"pretrain_fraction": 0.5, "shift": "", "severity": 0.0, "shift_seed": 0, **task},
+    )
+    # 1,056 calls: 5 epochs of the 27,000 fine-tuning images; a multiple of 2, 3, 6 and 8.
+    c.finetune.update({"budget": 1056, "curve_points": 8})
+    # The second budget view (equal main steps) for the methods with several gradients
+    # per step, at their selected hyper-parameters.
+    c.main_steps_rows = ("profit", "profit_warmup", "sam")

@@ -31,7 +31,8 @@ import ml_collections
 import numpy as np
 
 from experiments.common import protocol, results, transfer
-from experiments.common.data import eval_batches, split_validation, train_batches
+from experiments.common.data import eval_batches, split_fraction, split_validation, train_batches
+from experiments.common.shifts import shift_dataset
 from experiments.common.train import Trainer, train
 
 PROTOCOL = "recipe/v1"
@@ -54,9 +55,17 @@ class Suite:
     runner: protocol.Runner
     progress: bool = False
 
+    @property
+    def kind(self) -> str:
+        """``class_split`` (new classes, new head) or a same-label task (one head kept):
+        ``covariate_shift`` (the new part's inputs shifted) or ``maintenance``."""
+        return self.cfg.task.kind
+
     @functools.cached_property
     def data(self) -> dict[str, Any]:
         d = transfer.load_transfer_data(self.cfg)
+        if self.kind != "class_split":
+            return self._same_label_data(d)
         old_train, old_val = split_validation(d.old_train, self.cfg.num_val)
         new_train, new_val = split_validation(d.new_train, self.cfg.num_val)
         return {
@@ -66,6 +75,32 @@ class Suite:
             "new_train": new_train,
             "new_val": new_val,
             "new_test": d.new_test,
+        }
+
+    def _same_label_data(self, d: transfer.TransferData) -> dict[str, Any]:
+        """Pretrain on one part of the training split, fine-tune on the other (shifted for a
+        covariate shift: the new part's train, validation and test images)."""
+        t = self.cfg.task
+        old_part, new_part = split_fraction(d.old_train, t.pretrain_fraction)
+        old_train, old_val = split_validation(old_part, self.cfg.num_val)
+        new_train, new_val = split_validation(new_part, self.cfg.num_val)
+        new_test = d.old_test
+        if self.kind == "covariate_shift":
+            shift = lambda ds, i: shift_dataset(ds, t.shift, t.severity, seed=t.shift_seed + i)
+            new_train, new_val, new_test = (
+                shift(new_train, 0),
+                shift(new_val, 1),
+                shift(new_test, 2),
+            )
+        elif self.kind != "maintenance":
+            raise ValueError(f"unknown task kind {self.kind!r}")
+        return {
+            "old_train": old_train,
+            "old_val": old_val,
+            "old_test": d.old_test,
+            "new_train": new_train,
+            "new_val": new_val,
+            "new_test": new_test,
         }
 
     @functools.cached_property
@@ -78,7 +113,7 @@ class Suite:
 
     def pretrain_config(self) -> dict[str, Any]:
         c = self.cfg
-        return {
+        out = {
             "protocol": PROTOCOL,
             "job": "pretrain",
             "old_task": c.old_task.to_dict(),
@@ -87,6 +122,9 @@ class Suite:
             "pretrain": c.pretrain.to_dict(),
             "augment": c.augment.to_dict(),
         }
+        if self.kind != "class_split":  # the pretraining part (shared by every same-label task)
+            out["pretrain_fraction"] = c.task.pretrain_fraction
+        return out
 
     def _params_path(self) -> Path:
         return self.runner.cache.path(self.pretrain_config()).with_suffix(".msgpack")
@@ -142,7 +180,23 @@ class Suite:
 
     @functools.cached_property
     def start_params(self) -> Any:
+        if self.kind != "class_split":  # same labels: the whole model, head included
+            return self.pretrained
         return transfer.finetune_params(self.pretrained, self.models[1], self.data["new_train"])
+
+    def accuracies(self, params: Any, which: str) -> dict[str, float]:
+        """Old- and new-task accuracy of ``params`` on the ``which`` split (val or test).
+
+        Class split: old accuracy under the frozen pretrained head. Same labels: the one
+        head, on clean (old) and shifted or later (new) images.
+        """
+        d, bs = self.data, self.cfg.eval_batch_size
+        old_params = params
+        if self.kind == "class_split":
+            old_params = {**params, transfer.HEAD: self.pretrained[transfer.HEAD]}
+        old = self._evaluator("old")(old_params, eval_batches(d[f"old_{which}"], bs))
+        new = self._evaluator("new")(params, eval_batches(d[f"new_{which}"], bs))
+        return {"old": old["accuracy"], "new": new["accuracy"]}
 
     # --- fine-tuning -----------------------------------------------------------------
 
@@ -161,10 +215,11 @@ class Suite:
         return registry.make_method(method, params, **kwargs)
 
     def finetune_config(
-        self, label: str, hparams: Mapping[str, Any], seed: int, split: str
+        self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int = 0
     ) -> dict[str, Any]:
+        """The job's full configuration (its cache key). ``calls`` 0: the budget."""
         spec = self.cfg.methods[label]
-        return {
+        out = {
             **self.pretrain_config(),
             "job": "finetune",
             "new_task": self.cfg.new_task.to_dict(),
@@ -175,49 +230,68 @@ class Suite:
             "seed": seed,
             "split": split,
         }
+        if self.kind != "class_split":
+            out["task"] = self.cfg.task.to_dict()
+        if calls and calls != self.cfg.finetune.budget:
+            out["calls"] = calls
+        return out
 
     def _finetune(
-        self, label: str, hparams: Mapping[str, Any], seed: int, split: str
+        self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int = 0
     ) -> dict[str, Any]:
-        ft, d, bs = self.cfg.finetune, self.data, self.cfg.eval_batch_size
+        ft, d = self.cfg.finetune, self.data
         method = self.build(label, hparams)
-        old_head = self.pretrained[transfer.HEAD]
-        ev_old, ev_new = self._evaluator("old"), self._evaluator("new")
-
-        def accuracies(params, which: str) -> dict[str, float]:
-            old = ev_old({**params, transfer.HEAD: old_head}, eval_batches(d[f"old_{which}"], bs))
-            new = ev_new(params, eval_batches(d[f"new_{which}"], bs))
-            return {"old": old["accuracy"], "new": new["accuracy"]}
-
-        every = ft.budget // ft.curve_points
-        if every % method.period or ft.budget % method.period:
-            raise ValueError(f"{label}: budget/eval interval not multiples of {method.period}")
+        calls = calls or ft.budget
+        every = calls // ft.curve_points
+        if every % method.period or calls % method.period:
+            raise ValueError(
+                f"{label}: {calls} calls / eval interval not multiples of {method.period}"
+            )
         start = time.perf_counter()
-        trainer = Trainer(method, transfer.make_loss_fn(self.models[1], self.cfg.augment))
+        state_metrics = _profit_diagnostics if spec_is_profit(method.name) else None
+        trainer = Trainer(
+            method, transfer.make_loss_fn(self.models[1], self.cfg.augment), None, state_metrics
+        )
         res = trainer.fit(
             self.start_params,
             train_batches(d["new_train"], ft.batch_size, seed=seed),
-            ft.budget,
+            calls,
             rng=jax.random.key(seed),
-            eval_fn=lambda p: {f"val_{k}": v for k, v in accuracies(p, "val").items()},
+            eval_fn=lambda p: {f"val_{k}": v for k, v in self.accuracies(p, "val").items()},
             eval_every=every,
             eval_at_start=True,
             progress=self.progress,
         )
         final = res.eval_params
         return {
-            "val": accuracies(final, "val"),
-            "test": accuracies(final, "test") if split == "test" else {},
+            "val": self.accuracies(final, "val"),
+            "test": self.accuracies(final, "test") if split == "test" else {},
             "curve": res.history,
-            "calls": ft.budget,
+            "calls": calls,
             "period": method.period,
+            "grads_per_step": method.grads_per_step,
             "train_time_s": res.train_time_s,
             "wall_time_s": time.perf_counter() - start,
         }
 
     def finetune_all(self, runs) -> list[dict[str, Any]]:
+        """Records of ``(label, hparams, seed, split[, calls])`` runs (one sharded batch)."""
         jobs = [(self.finetune_config(*r), functools.partial(self._finetune, *r)) for r in runs]
         return self.runner.run_all(jobs)
+
+
+def spec_is_profit(method: str) -> bool:
+    return method.startswith("profit")
+
+
+def _profit_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
+    """PROFIT's diagnostics of the last main step, logged along training (averaged over the
+    calls between evaluations): conflict rate, cos(g, Δ), removed fraction of ‖g‖."""
+    from profit_optax import diagnostics
+
+    d = diagnostics(opt_state)
+    removed = d["removed_norm"] / jax.numpy.maximum(d["grad_norm"], 1e-30)
+    return {"conflict": d["conflict"], "cos_g_delta": d["cos_g_delta"], "removed_frac": removed}
 
 
 def criterion(record: Mapping[str, Any]) -> float:
@@ -262,6 +336,10 @@ def run(suite: Suite) -> dict[str, Any]:
     start = time.perf_counter()
     out: dict[str, Any] = {"name": cfg.name, "config": cfg.to_dict(), "spread": results.SPREAD}
     out["pretrained"] = suite.pretrain()
+    if suite.kind != "class_split":  # the same head reads both: report both accuracies
+        out["pretrained"]["start"] = {
+            which: suite.accuracies(suite.start_params, which) for which in ("val", "test")
+        }
 
     def score(points):
         runs = [(lb, hp, s, "val") for lb, hp in points for s in tuning]
@@ -291,8 +369,21 @@ def run(suite: Suite) -> dict[str, Any]:
             "hparams": {**base, "n_ref": n_ref} if n_ref != 1 else dict(base),
             "base": ab.method,
         }
+    # The second budget view: selected methods again with equal *main* steps (their
+    # selected hyper-parameters; calls = budget x gradients per step).
+    for label in cfg.get("main_steps_rows", ()):
+        if label not in selections:
+            continue
+        method = suite.build(label, selections[label].hparams)
+        if method.grads_per_step > 1:
+            rows[f"{label}@main"] = {
+                "method": cfg.methods[label].method,
+                "hparams": selections[label].hparams,
+                "base": label,
+                "calls": cfg.finetune.budget * method.grads_per_step,
+            }
     runs = [
-        (row.get("base", label), row["hparams"], s, "test")
+        (row.get("base", label), row["hparams"], s, "test", row.get("calls", 0))
         for label, row in rows.items()
         for s in seeds
     ]
