@@ -48,10 +48,20 @@ def _recipe(kind: str) -> Callable[[Path], dict[str, str]]:
     return render
 
 
+def _verdict(root: Path) -> dict[str, str]:
+    from experiments import verdict
+
+    return {"verdict": verdict.table(root)} if verdict.rows(root) else {}
+
+
 RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (
     _paper_toy,
     _recipe("mlp"),
     _recipe("vit"),
+    _recipe("shift_rotate"),
+    _recipe("shift_noise"),
+    _recipe("maintenance"),
+    _verdict,
 )
 
 _BLOCK = re.compile(
