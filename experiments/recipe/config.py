@@ -72,8 +72,11 @@ def _methods(names, lrs=None, ratios=RATIOS) -> dict:
 
 #: The same-label tasks (proximal fine-tuning): mode -> task settings.
 SAME_LABEL_TASKS = {
-    "shift_rotate": {"kind": "covariate_shift", "shift": "rotate", "severity": 40.0},
-    "shift_noise": {"kind": "covariate_shift", "shift": "noise", "severity": 96.0},
+    # Severities chosen on validation by experiments/recipe/calibrate.py (the pretrained model
+    # loses >= 15 points on the shifted validation images: rotation 88.1 -> 56.5%, noise
+    # 88.1 -> 72.3%); see experiments/results/recipe_shift_calibration.json.
+    "shift_rotate": {"kind": "covariate_shift", "shift": "rotate", "severity": 20.0},
+    "shift_noise": {"kind": "covariate_shift", "shift": "noise", "severity": 128.0},
     "maintenance": {"kind": "maintenance"},
 }
 MODES = ("mlp", "vit", "quick", *SAME_LABEL_TASKS, "quick_shift")
@@ -165,3 +168,4 @@ def _same_label(c: ml_collections.ConfigDict, task: dict) -> None:
     # The second budget view (equal main steps) for the methods with several gradients
     # per step, at their selected hyper-parameters.
     c.main_steps_rows = ("profit", "profit_warmup", "sam")
+    c.tuning_seeds = (100,)  # one tuning seed for the three same-label tasks (compute)
