@@ -66,3 +66,32 @@ def test_quick_suite_end_to_end_on_mock_data(tmp_path):
     }
     paths = report.plot(res, tmp_path)
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_same_label_quick_suite_keeps_the_head_and_shifts_only_the_new_part(tmp_path):
+    cfg = config.get_config("quick_shift")
+    cfg.num_val = 8
+    cfg.old_task.max_train_examples = None
+    cfg.new_task.max_train_examples = None
+    cfg.task.severity = 30.0
+    cfg.main_steps_rows = ("profit",)
+    with tfds.testing.mock_data(num_examples=120):
+        s = suite.Suite(cfg, protocol.Runner(RunCache(tmp_path)))
+        res = suite.run(s)
+        d = s.data
+        # One head for both: no new head, the pretrained model is the starting point.
+        assert s.start_params is s.pretrained
+        assert d["old_test"].num_classes == d["new_test"].num_classes == 10
+        # The new part's images are shifted, the old part's and the old test set are not.
+        assert not np.array_equal(d["new_test"].images, d["old_test"].images)
+        np.testing.assert_array_equal(d["new_test"].labels, d["old_test"].labels)
+    start = res["pretrained"]["start"]
+    assert {"val", "test"} == set(start) and {"old", "new"} == set(start["test"])
+    # The equal-main-steps row: PROFIT with twice the gradient evaluations.
+    main = res["rows"]["profit@main"]
+    assert main["runs"][0]["calls"] == 2 * cfg.finetune.budget
+    assert "profit@main" in res["comparisons"]
+    # PROFIT's diagnostics are logged along training.
+    curve = res["rows"]["profit"]["runs"][0]["curve"]
+    assert {"train_conflict", "train_cos_g_delta", "train_removed_frac"} <= set(curve[-1])
+    assert 0.0 <= curve[-1]["train_conflict"] <= 1.0

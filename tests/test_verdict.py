@@ -1,0 +1,82 @@
+"""The verdict table's rows: which rows are compared, the sign convention, the word."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import verdict
+
+
+def _runs(old, new):
+    return [
+        {"seed": i, "test": {"old": o, "new": n}}
+        for i, (o, n) in enumerate(zip(old, new, strict=True))
+    ]
+
+
+def _recipe(kind="class_split"):
+    rows = {
+        "adam": {"method": "adam", "runs": _runs([0.5, 0.6, 0.55], [0.9, 0.91, 0.9])},
+        "sgd": {"method": "sgd", "runs": _runs([0.7, 0.72, 0.71], [0.9, 0.9, 0.91])},
+        "profit": {"method": "profit", "runs": _runs([0.6, 0.62, 0.61], [0.8, 0.81, 0.8])},
+        "profit_warmup": {
+            "method": "profit_warmup",
+            "runs": _runs([0.8, 0.82, 0.81], [0.92, 0.93, 0.92]),
+        },
+        "profit@main": {"method": "profit", "runs": _runs([0.6, 0.6, 0.6], [0.9, 0.9, 0.9])},
+    }
+    sel = {k: {"score": -0.1 * i} for i, k in enumerate(["adam", "sgd", "profit", "profit_warmup"])}
+    return {
+        "selection": sel,
+        "rows": rows,
+        "best_baseline": "sgd",
+        "config": {"task": {"kind": kind}},
+    }
+
+
+def test_class_split_has_plain_and_warmup_rows_and_accuracy_signs():
+    rows = verdict.recipe_rows(_recipe(), "class split", "MLP")
+    assert [r["task"] for r in rows] == [
+        "class split",
+        "class split (equal main steps)",
+        "class split with warm-up",
+    ]
+    plain, _, warm = rows
+    assert plain["baseline"] == "sgd" and plain["profit"] == "profit"
+    assert plain["diff"]["mean"]["mean"] == pytest.approx(
+        ((0.61 + 0.8033) - (0.71 + 0.9033)) / 2, abs=1e-3
+    )
+    assert plain["word"] == "worse" and warm["word"] == "better"
+
+
+def test_same_label_task_takes_the_best_profit_row():
+    rows = verdict.recipe_rows(_recipe("covariate_shift"), "shift", "MLP")
+    assert rows[0]["profit"] == "profit_warmup"  # best validation score among PROFIT rows
+
+
+def test_errors_are_signed_so_that_positive_favours_profit(tmp_path):
+    runs = lambda old, new: [
+        {"seed": i, "test": {"old": o, "new": n}}
+        for i, (o, n) in enumerate(zip(old, new, strict=True))
+    ]
+    conv = {
+        "selection": {"full_ft": {"score": 1.0}, "profit_rmsprop": {"score": 2.0}},
+        "best_baseline": "full_ft",
+        "rows": {
+            "full_ft": {"method": "rmsprop", "runs": runs([0.5, 0.6, 0.7], [0.2, 0.2, 0.2])},
+            "profit_rmsprop": {
+                "method": "profit_rmsprop",
+                "runs": runs([0.1, 0.2, 0.3], [0.2, 0.2, 0.2]),
+            },
+        },
+    }
+    (tmp_path / "paper_toy").mkdir()
+    (tmp_path / "paper_toy" / "results.json").write_text(
+        json.dumps({"conventions": {"grads": conv}})
+    )
+    (row,) = verdict.rows(tmp_path)
+    assert row["diff"]["old"]["mean"] == pytest.approx(0.4)  # PROFIT's old error is lower
+    assert row["word"] == "better"
+    assert "**better**" in verdict.table(tmp_path)
