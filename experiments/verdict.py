@@ -18,32 +18,20 @@ Rendered into the README by ``python -m experiments.report`` (block ``verdict``)
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.common import results
-
-METRICS = ("old", "new", "mean")
-
-
-def _word(d: Mapping[str, float]) -> str:
-    lo, hi = d["lo"], d["hi"]
-    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi) or lo <= 0 <= hi:
-        return "no different"
-    return "better" if lo > 0 else "worse"
+from experiments.common import protocol, results
 
 
 def _paired(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], sign: float):
     """Signed paired differences of ``{"old", "new"}`` records (sign -1 for errors)."""
-
-    def get(r: Mapping[str, float], key: str) -> float:
-        return sign * ((r["old"] + r["new"]) / 2 if key == "mean" else r[key])
-
     return {
-        key: results.paired_difference([get(r, key) for r in a], [get(r, key) for r in b])
-        for key in METRICS
+        key: results.paired_difference(
+            [sign * protocol.metric(r, key) for r in a], [sign * protocol.metric(r, key) for r in b]
+        )
+        for key in protocol.METRICS
     }
 
 
@@ -56,7 +44,7 @@ def _row(task: str, model: str, unit: str, base: str, profit: str, diff, scale: 
         "profit": profit,
         "diff": diff,
         "scale": scale,
-        "word": _word(diff["mean"]),
+        "word": protocol.word(diff["mean"], lower_is_better=False),
     }
 
 
@@ -192,7 +180,7 @@ def table(root: Path) -> str:
         d = r["diff"]
         cells = [
             f"{s * d[k]['mean']:+.3g} [{s * d[k]['lo']:+.3g}, {s * d[k]['hi']:+.3g}]"
-            for k in METRICS
+            for k in protocol.METRICS
         ]
         lines.append(
             "| "

@@ -53,8 +53,7 @@ def test_model_is_the_papers_mlp():
 def _suite(tmp_path, mode="quick", **overrides):
     cfg = config.get_config(mode)
     cfg.update(overrides)
-    cache = RunCache(tmp_path / "cache")
-    return suite.Suite(cfg, cache, protocol.Runner(cache))
+    return suite.Suite(cfg, protocol.Runner(RunCache(tmp_path / "cache")))
 
 
 def test_budget_conventions_and_the_papers_schedule(tmp_path):
@@ -67,7 +66,7 @@ def test_budget_conventions_and_the_papers_schedule(tmp_path):
     method, calls, steps = s.build("profit_rmsprop", {"learning_rate": 5e-4, "ref_ratio": 100.0})
     assert (calls, steps, method.period) == (budget, budget // 2, 2)
     # The paper's schedule (x0.95 every 100 of 1,500 steps) stretched over any run length.
-    full = suite.Suite(config.get_config("full"), s.cache, s.runner)
+    full = suite.Suite(config.get_config("full"), s.runner)
     paper = full.schedule(5e-4, 1500)
     assert float(paper(99)) == pytest.approx(5e-4)
     assert float(paper(100)) == pytest.approx(5e-4 * 0.95)

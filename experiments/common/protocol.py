@@ -172,3 +172,76 @@ def tune(
             scores=[{"hparams": points[label][k], "score": s} for k, s in scores[label].items()],
         )
     return out
+
+
+# --- Reporting: the same for every suite ------------------------------------------------
+
+METRICS = ("old", "new", "mean")
+
+
+def is_profit(method: str) -> bool:
+    """Whether a registry method is a PROFIT variant (compared against the best baseline)."""
+    return method.startswith("profit")
+
+
+def metric(split: Mapping[str, Any], key: str) -> float:
+    """``old``, ``new`` or their ``mean`` from an ``{"old", "new"}`` record (NaN if missing)."""
+    value = (split["old"] + split["new"]) / 2 if key == "mean" else split[key]
+    return math.nan if value is None else float(value)
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and standard error over seeds of the test and validation old/new/mean metric."""
+    from experiments.common.results import mean_se
+
+    out: dict[str, Any] = {"n": len(runs)}
+    for split in ("test", "val"):
+        for key in METRICS:
+            vals = [metric(r[split], key) for r in runs]
+            out[f"{split}_{key}_mean"], out[f"{split}_{key}_se"] = mean_se(vals)
+    return out
+
+
+def attach_runs(
+    rows: Mapping[str, dict[str, Any]], seeds: Sequence[int], records: Sequence[Mapping]
+) -> None:
+    """Gives each row its ``runs`` (``records`` in row-major order, one per seed) and summary."""
+    n = len(seeds)
+    for i, row in enumerate(rows.values()):
+        row["runs"] = [{"seed": s, **records[i * n + j]} for j, s in enumerate(seeds)]
+        row["summary"] = summarize(row["runs"])
+
+
+def best_baseline(selections: Mapping[str, Selection], methods: Mapping[str, str]) -> str:
+    """The non-PROFIT label with the best (lowest) validation score; ``methods``: label ->
+    registry method."""
+    baselines = [k for k in selections if not is_profit(methods[k])]
+    return min(baselines, key=lambda k: selections[k].score)
+
+
+def paired_to(
+    rows: Mapping[str, Mapping[str, Any]], baseline: str, labels: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Each of ``labels`` minus ``baseline``, paired over seeds on the test metrics."""
+    from experiments.common.results import paired_difference
+
+    base = rows[baseline]["runs"]
+    return {
+        label: {
+            key: paired_difference(
+                [metric(r["test"], key) for r in rows[label]["runs"]],
+                [metric(r["test"], key) for r in base],
+            )
+            for key in METRICS
+        }
+        for label in labels
+    }
+
+
+def word(diff: Mapping[str, float], *, lower_is_better: bool) -> str:
+    """``better`` / ``worse`` (for the first of a paired difference) when its 95% interval
+    excludes 0, else ``no different``."""
+    lo, hi = diff["lo"], diff["hi"]
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi) or lo <= 0 <= hi:
+        return "no different"
+    return "better" if (hi < 0 if lower_is_better else lo > 0) else "worse"

@@ -21,7 +21,7 @@ It leaves open, and we choose (kept fixed, documented in ``docs/paper_toy.md``):
 * the budget convention: both. ``"grads"``: every method gets 1,500 gradient
   evaluations (PROFIT 750 main steps); ``"main"``: 1,500 steps of the optimizer
   that a schedule counts (PROFIT and SAM 3,000 gradients), run for the paper's
-  rows and SAM;
+  rows and SAM at the points selected under ``"grads"`` (not tuned again);
 * the schedule for a run of S schedule steps decays ×0.95 every S/15 steps, so
   every method sees the paper's 15 decays whatever its convention;
 * learning-rate grids: half-decade log grids that hold the paper's 5e-4; a value
@@ -127,6 +127,9 @@ def get_config(mode: str = "full") -> ml_collections.ConfigDict:
     # The second view (equal main steps) for the paper's rows and for SAM, the other
     # method with two gradients per step (compute: 2 CPU cores).
     c.main_convention_methods = ("full_ft", "head_only", "profit_rmsprop", "sam")
+    # Conventions whose runs tune the hyper-parameters; the others rerun the points selected
+    # under the first of these with their own budget (compute: 2 CPU cores).
+    c.tune_conventions = ("grads",)
     c.methods = methods()
     c.max_grid_widening = 2  # extra lr values tried beyond a grid edge, at most
     c.seeds = (0, 1, 2, 3, 4)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from experiments.common import protocol
+
 #: The paper's Table 1 (old / new test error; standard error <= 0.01), copied exactly.
 PAPER_TABLE_1 = {
     "pretrained": (0.0054, 1.907),
@@ -195,7 +197,7 @@ def comparison_table(res: Mapping[str, Any]) -> str:
                     f"`{label}`",
                     f"`{conv['best_baseline']}`",
                     *(_interval(diff[k]) for k in ("old", "new", "mean")),
-                    verdict(diff["mean"], lower_is_better=True),
+                    protocol.word(diff["mean"], lower_is_better=True),
                 ]
             )
     note = (
@@ -207,15 +209,6 @@ def comparison_table(res: Mapping[str, Any]) -> str:
 
 def _interval(d: Mapping[str, float]) -> str:
     return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-
-
-def verdict(diff: Mapping[str, float], *, lower_is_better: bool) -> str:
-    """better / worse when the 95% interval excludes 0, else no different."""
-    lo, hi = diff["lo"], diff["hi"]
-    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi) or lo <= 0 <= hi:
-        return "no different"
-    better = hi < 0 if lower_is_better else lo > 0
-    return "better" if better else "worse"
 
 
 def tables(res: Mapping[str, Any]) -> dict[str, str]:
@@ -254,66 +247,30 @@ def write_markdown(res: Mapping[str, Any], path: Path) -> Path:
 def plot(res: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """``tradeoff_<conv>.png`` (old vs new test MSE, every row, per-seed points) and
     ``curves_<conv>.png`` (validation MSE along fine-tuning, mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from experiments.common.plotting import method_color
+    from experiments.common import plotting
 
     paths = []
     for c, conv in res["conventions"].items():
         rows = {k: v for k, v in conv["rows"].items() if k in conv.get("selection", {})}
         rows = rows or conv["rows"]
-        fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
-        cmap = plt.get_cmap("tab20")
-        for i, (label, row) in enumerate(rows.items()):
-            s, color = row["summary"], method_color(cmap, i)
-            xs = [r["test"]["old"] for r in row["runs"]]
-            ys = [r["test"]["new"] for r in row["runs"]]
-            ax.scatter(xs, ys, s=8, color=color, alpha=0.35)
-            ax.errorbar(
-                s["test_old_mean"],
-                s["test_new_mean"],
-                xerr=s["test_old_se"],
-                yerr=s["test_new_se"],
-                fmt="o",
-                color=color,
-                capsize=3,
-                label=label,
+        title = f"{res['name']}: {CONVENTIONS[c]}"
+        paths.append(
+            plotting.plot_seed_tradeoff(
+                rows,
+                out_dir / f"tradeoff_{c}.png",
+                xlabel="old-square test MSE (log)",
+                ylabel="new-square test MSE",
+                title=title,
+                xlog=True,
             )
-        ax.set_xscale("log")
-        ax.set_xlabel("old-square test MSE (log)")
-        ax.set_ylabel("new-square test MSE")
-        ax.set_title(f"{res['name']}: {CONVENTIONS[c]}\nmean ± SE, dots: seeds")
-        ax.legend(fontsize=7, ncol=2, loc="best")
-        fig.tight_layout()
-        path = out_dir / f"tradeoff_{c}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
-
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-        for i, (label, row) in enumerate(rows.items()):
-            color = method_color(cmap, i)
-            steps = [p["step"] for p in row["runs"][0]["curve"]]
-            for ax, key in zip(axes, ("old", "new"), strict=True):
-                vals = [[p[key] for p in r["curve"]] for r in row["runs"]]
-                ax.plot(
-                    steps,
-                    [sum(v) / len(v) for v in zip(*vals, strict=True)],
-                    color=color,
-                    label=label,
-                )
-        for ax, key in zip(axes, ("old", "new"), strict=True):
-            ax.set_xlabel("update calls (gradient evaluations)")
-            ax.set_ylabel(f"{key}-square validation MSE (noisy targets)")
-            ax.set_yscale("log")
-        axes[1].legend(fontsize=7, ncol=2)
-        fig.suptitle(f"{res['name']}: {CONVENTIONS[c]} (mean over reporting seeds)")
-        fig.tight_layout()
-        path = out_dir / f"curves_{c}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
+        )
+        paths.append(
+            plotting.plot_row_curves(
+                rows,
+                out_dir / f"curves_{c}.png",
+                panels=[(k, f"{k}-square validation MSE (noisy targets)") for k in ("old", "new")],
+                title=f"{title} (mean over reporting seeds)",
+                ylog=True,
+            )
+        )
     return paths

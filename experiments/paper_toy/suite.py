@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import math
 import time
 from collections.abc import Mapping
@@ -31,7 +30,6 @@ import numpy as np
 import optax
 
 from experiments.common import protocol, results
-from experiments.common.cache import RunCache
 from experiments.paper_toy.data import make_data
 from experiments.paper_toy.model import MLP
 from experiments.toy2d import train
@@ -40,10 +38,6 @@ from experiments.toy2d.data import ToyData, batch_indices
 #: Part of every job's configuration: bump it when a job's meaning changes.
 PROTOCOL = "paper_toy/v1"
 PAPER_ROWS = ("full_ft", "head_only", "profit_rmsprop")
-
-
-def is_profit(method: str) -> bool:
-    return method.startswith("profit")
 
 
 def _masks(params: Any) -> dict[str, Any]:
@@ -57,12 +51,12 @@ class Suite:
     """One configured suite: its cache, shard and the per-seed data and models."""
 
     cfg: ml_collections.ConfigDict
-    cache: RunCache
     runner: protocol.Runner
     progress: bool = False
 
     def __post_init__(self) -> None:
         self.model = MLP(tuple(self.cfg.model.hidden), self.cfg.model.activation)
+        self.cache = self.runner.cache
 
     # --- pretraining -----------------------------------------------------------------
 
@@ -255,7 +249,14 @@ def run(suite: Suite) -> dict[str, Any]:
         calls = {label: suite.calls(label, convention) for label in labels}
         conv: dict[str, Any] = {"calls": calls}
         selections: dict[str, protocol.Selection] = {}
-        if tuning:
+        if tuning and convention not in cfg.tune_conventions:
+            # The second view: the points selected under the first convention's budget.
+            first = out["conventions"][cfg.tune_conventions[0]]
+            tuned = {k: protocol.Selection(**v) for k, v in first["selection"].items()}
+            selections = {k: tuned[k] for k in labels}
+            conv["selection"] = {k: v.to_json() for k, v in selections.items()}
+            conv["selected_under"] = cfg.tune_conventions[0]
+        elif tuning:
 
             def score(points, calls=calls):
                 runs = [(lb, hp, calls[lb], s, "val") for lb, hp in points for s in tuning]
@@ -289,14 +290,13 @@ def run(suite: Suite) -> dict[str, Any]:
             for label, row in rows.items()
             for s in seeds
         ]
-        recs = suite.finetune_all(runs)
-        for i, row in enumerate(rows.values()):
-            row["runs"] = [{"seed": s, **recs[i * len(seeds) + j]} for j, s in enumerate(seeds)]
-            row["summary"] = summarize(row["runs"])
+        protocol.attach_runs(rows, seeds, suite.finetune_all(runs))
         if selections:
-            conv["paper_profit_ratio"] = paper_ratio_choice(selections, paper_lr)
-            conv["best_baseline"] = best_baseline(cfg, selections)
-            conv["comparisons"] = compare(cfg, rows, conv["best_baseline"], conv)
+            ratio = paper_ratio_choice(selections, paper_lr)
+            methods = {k: cfg.methods[k].method for k in selections}
+            conv["paper_profit_ratio"] = ratio
+            conv["best_baseline"] = protocol.best_baseline(selections, methods)
+            conv["comparisons"] = compare(cfg, rows, conv["best_baseline"], ratio)
         conv["rows"] = rows
         out["conventions"][convention] = conv
     out["wall_time_s"] = time.perf_counter() - start
@@ -311,21 +311,6 @@ def paper_label(label: str, hparams: Mapping[str, Any]) -> str:
     return f"paper:{label}@{'auto' if ratio is None else f'{ratio:g}'}"
 
 
-def summarize(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and standard error over seeds of test and validation old/new/mean MSE."""
-    out: dict[str, Any] = {"n": len(runs)}
-    for split in ("test", "val"):
-        for key in ("old", "new", "mean"):
-            vals = [_metric(r[split], key) for r in runs]
-            out[f"{split}_{key}_mean"], out[f"{split}_{key}_se"] = results.mean_se(vals)
-    return out
-
-
-def _metric(split: Mapping[str, float], key: str) -> float:
-    value = (split["old"] + split["new"]) / 2 if key == "mean" else split[key]
-    return math.nan if value is None else float(value)
-
-
 def paper_ratio_choice(selections: Mapping[str, protocol.Selection], lr: float) -> Any:
     """The λ ratio of ``profit_rmsprop`` with the best validation score at the paper's lr."""
     sel = selections.get("profit_rmsprop")
@@ -337,42 +322,18 @@ def paper_ratio_choice(selections: Mapping[str, protocol.Selection], lr: float) 
     return min(at_lr, key=lambda s: s["score"])["hparams"]["ref_ratio"]
 
 
-def best_baseline(cfg: ml_collections.ConfigDict, selections: Mapping[str, Any]) -> str:
-    """The non-PROFIT method with the lowest validation score at its selected point."""
-    baselines = {k: v for k, v in selections.items() if not is_profit(cfg.methods[k].method)}
-    return min(baselines, key=lambda k: baselines[k].score)
-
-
 def compare(
     cfg: ml_collections.ConfigDict,
     rows: Mapping[str, Mapping[str, Any]],
     baseline: str,
-    conv: Mapping[str, Any],
+    paper_ratio: Any,
 ) -> dict[str, Any]:
-    """PROFIT rows minus the best baseline, paired over reporting seeds (test MSE)."""
-    base = rows[baseline]["runs"]
-    out = {}
-    paper_ratio = conv.get("paper_profit_ratio")
-    for label, row in rows.items():
-        method = row["method"]
-        if not is_profit(method):
-            continue
-        if label.startswith("paper:") and row["hparams"].get("ref_ratio") != paper_ratio:
-            continue  # the paper's PROFIT row is the ratio chosen on validation
-        out[label] = {
-            key: results.paired_difference(
-                [_metric(r["test"], key) for r in row["runs"]],
-                [_metric(r["test"], key) for r in base],
-            )
-            for key in ("old", "new", "mean")
-        }
-    return out
-
-
-def write(out: Mapping[str, Any], path: Path, command: str | None = None) -> Path:
-    """``results.json`` with the environment (command, commit, versions, machine)."""
-    return results.write_json(path, {"environment": results.environment(command), **out})
-
-
-def log_progress(suite: Suite) -> None:
-    logging.info("shard %s ran %d jobs", suite.runner.shard, suite.runner.ran)
+    """PROFIT rows minus the best baseline, paired over reporting seeds (test MSE); of the
+    paper's PROFIT rows only the ratio chosen on validation."""
+    labels = [
+        label
+        for label, row in rows.items()
+        if protocol.is_profit(row["method"])
+        and not (label.startswith("paper:") and row["hparams"].get("ref_ratio") != paper_ratio)
+    ]
+    return protocol.paired_to(rows, baseline, labels)

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiments.paper_toy.report import _table, verdict
+from experiments.common import protocol
+from experiments.paper_toy.report import _table
 
 #: The paper's Table 2, ViT-Tiny, CIFAR-10 → CIFAR-100 (old / new test accuracy, %), copied
 #: exactly; pretrained CIFAR-10 accuracy 82.38%.
@@ -148,7 +149,7 @@ def comparison_table(res: Mapping[str, Any]) -> str:
                 f"`{label}`",
                 f"`{res['best_baseline']}`",
                 *cells,
-                verdict(diff["mean"], lower_is_better=False),
+                protocol.word(diff["mean"], lower_is_better=False),
             ]
         )
     p = res["plateau"]
@@ -204,68 +205,49 @@ def write_markdown(res: Mapping[str, Any], path: Path, prefix: str) -> Path:
 
 def plot(res: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """``tradeoff.png`` (old vs new test accuracy, per-seed dots), ``curves.png``
-    (validation accuracy along fine-tuning) and ``pretrain.png``."""
-    import matplotlib
+    (validation accuracy along fine-tuning), ``diagnostics.png`` (PROFIT's conflict rate,
+    cos(g, Δ) and removed fraction along training, where logged) and ``pretrain.png``."""
+    from experiments.common import plotting
 
-    matplotlib.use("Agg")
+    rows = {k: v for k, v in res["rows"].items() if not k.startswith("ablation:")}
+    paths = [
+        plotting.plot_seed_tradeoff(
+            rows,
+            out_dir / "tradeoff.png",
+            xlabel="old-task test accuracy (%)",
+            ylabel="new-task test accuracy (%)",
+            title=res["name"],
+            scale=100.0,
+            reference_x=res["pretrained"]["old_test_acc"],
+        ),
+        plotting.plot_row_curves(
+            rows,
+            out_dir / "curves.png",
+            panels=[
+                ("val_old", "old-task validation accuracy (%)"),
+                ("val_new", "new-task validation accuracy (%)"),
+            ],
+            title=f"{res['name']}: validation accuracy along fine-tuning (mean over seeds)",
+            scale=100.0,
+        ),
+    ]
+    profit = {k: v for k, v in rows.items() if "train_conflict" in v["runs"][0]["curve"][-1]}
+    if profit:
+        paths.append(
+            plotting.plot_row_curves(
+                profit,
+                out_dir / "diagnostics.png",
+                panels=[
+                    ("train_conflict", "conflict rate"),
+                    ("train_cos_g_delta", "cos(g, Δ)"),
+                    ("train_removed_frac", "removed fraction of ‖g‖"),
+                ],
+                title=f"{res['name']}: PROFIT's diagnostics (mean over calls and seeds)",
+            )
+        )
+    hist = res["pretrained"]["history"]
     import matplotlib.pyplot as plt
 
-    from experiments.common.plotting import method_color
-
-    cmap = plt.get_cmap("tab20")
-    rows = {k: v for k, v in res["rows"].items() if not k.startswith("ablation:")}
-    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
-    for i, (label, row) in enumerate(rows.items()):
-        s, color = row["summary"], method_color(cmap, i)
-        ax.scatter(
-            [100 * r["test"]["old"] for r in row["runs"]],
-            [100 * r["test"]["new"] for r in row["runs"]],
-            s=8,
-            color=color,
-            alpha=0.35,
-        )
-        ax.errorbar(
-            100 * s["test_old_mean"],
-            100 * s["test_new_mean"],
-            xerr=100 * s["test_old_se"],
-            yerr=100 * s["test_new_se"],
-            fmt="o",
-            color=color,
-            capsize=3,
-            label=label,
-        )
-    ax.axvline(
-        100 * res["pretrained"]["old_test_acc"], ls="--", color="gray", lw=1, label="old acc before"
-    )
-    ax.set_xlabel("old-task test accuracy (%), frozen old head")
-    ax.set_ylabel("new-task test accuracy (%)")
-    ax.set_title(f"{res['name']}\nmean ± SE, dots: seeds")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    paths = [out_dir / "tradeoff.png"]
-    fig.savefig(paths[-1])
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    for i, (label, row) in enumerate(rows.items()):
-        color = method_color(cmap, i)
-        steps = [p["step"] for p in row["runs"][0]["curve"]]
-        for ax, key in zip(axes, ("val_old", "val_new"), strict=True):
-            vals = [[100 * p[key] for p in r["curve"]] for r in row["runs"]]
-            ax.plot(
-                steps, [sum(v) / len(v) for v in zip(*vals, strict=True)], color=color, label=label
-            )
-    for ax, key in zip(axes, ("old", "new"), strict=True):
-        ax.set_xlabel("update calls (gradient evaluations)")
-        ax.set_ylabel(f"{key}-task validation accuracy (%)")
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{res['name']}: validation accuracy along fine-tuning (mean over seeds)")
-    fig.tight_layout()
-    paths.append(out_dir / "curves.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
-
-    hist = res["pretrained"]["history"]
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
     ax.plot([h["step"] for h in hist], [100 * h["old_val_acc"] for h in hist], "o-")
     ax.set_xlabel("pretraining step")

@@ -36,7 +36,6 @@ from experiments.common.shifts import shift_dataset
 from experiments.common.train import Trainer, train
 
 PROTOCOL = "recipe/v1"
-METRICS = ("old", "new", "mean")
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int):
@@ -63,36 +62,28 @@ class Suite:
 
     @functools.cached_property
     def data(self) -> dict[str, Any]:
-        d = transfer.load_transfer_data(self.cfg)
-        if self.kind != "class_split":
-            return self._same_label_data(d)
-        old_train, old_val = split_validation(d.old_train, self.cfg.num_val)
-        new_train, new_val = split_validation(d.new_train, self.cfg.num_val)
-        return {
-            "old_train": old_train,
-            "old_val": old_val,
-            "old_test": d.old_test,
-            "new_train": new_train,
-            "new_val": new_val,
-            "new_test": d.new_test,
-        }
+        """``{old,new}_{train,val,test}``; validation carved from the training split.
 
-    def _same_label_data(self, d: transfer.TransferData) -> dict[str, Any]:
-        """Pretrain on one part of the training split, fine-tune on the other (shifted for a
-        covariate shift: the new part's train, validation and test images)."""
-        t = self.cfg.task
-        old_part, new_part = split_fraction(d.old_train, t.pretrain_fraction)
-        old_train, old_val = split_validation(old_part, self.cfg.num_val)
-        new_train, new_val = split_validation(new_part, self.cfg.num_val)
-        new_test = d.old_test
+        Class split: the old and new tasks' own splits. Same labels: pretrain on one part of
+        the training split, fine-tune on the other (for a covariate shift the new part's
+        train, validation and test images are shifted; the test images are the test split's).
+        """
+        d = transfer.load_transfer_data(self.cfg)
+        old_source, new_source, new_test = d.old_train, d.new_train, d.new_test
+        if self.kind != "class_split":
+            old_source, new_source = split_fraction(d.old_train, self.cfg.task.pretrain_fraction)
+            new_test = d.old_test
+        old_train, old_val = split_validation(old_source, self.cfg.num_val)
+        new_train, new_val = split_validation(new_source, self.cfg.num_val)
         if self.kind == "covariate_shift":
+            t = self.cfg.task
             shift = lambda ds, i: shift_dataset(ds, t.shift, t.severity, seed=t.shift_seed + i)
             new_train, new_val, new_test = (
                 shift(new_train, 0),
                 shift(new_val, 1),
                 shift(new_test, 2),
             )
-        elif self.kind != "maintenance":
+        elif self.kind not in ("class_split", "maintenance"):
             raise ValueError(f"unknown task kind {self.kind!r}")
         return {
             "old_train": old_train,
@@ -248,7 +239,7 @@ class Suite:
                 f"{label}: {calls} calls / eval interval not multiples of {method.period}"
             )
         start = time.perf_counter()
-        state_metrics = _profit_diagnostics if spec_is_profit(method.name) else None
+        state_metrics = _profit_diagnostics if protocol.is_profit(method.name) else None
         trainer = Trainer(
             method, transfer.make_loss_fn(self.models[1], self.cfg.augment), None, state_metrics
         )
@@ -280,10 +271,6 @@ class Suite:
         return self.runner.run_all(jobs)
 
 
-def spec_is_profit(method: str) -> bool:
-    return method.startswith("profit")
-
-
 def _profit_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
     """PROFIT's diagnostics of the last main step, logged along training (averaged over the
     calls between evaluations): conflict rate, cos(g, Δ), removed fraction of ‖g‖."""
@@ -299,19 +286,6 @@ def criterion(record: Mapping[str, Any]) -> float:
     v = record["val"]
     score = -(v["old"] + v["new"]) / 2
     return score if math.isfinite(score) else math.inf
-
-
-def _metric(split: Mapping[str, float], key: str) -> float:
-    return (split["old"] + split["new"]) / 2 if key == "mean" else float(split[key])
-
-
-def summarize(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": len(runs)}
-    for split in ("test", "val"):
-        for key in METRICS:
-            vals = [_metric(r[split], key) for r in runs]
-            out[f"{split}_{key}_mean"], out[f"{split}_{key}_se"] = results.mean_se(vals)
-    return out
 
 
 def plateau(row: Mapping[str, Any], tail: float = 0.3) -> dict[str, Any]:
@@ -387,25 +361,16 @@ def run(suite: Suite) -> dict[str, Any]:
         for label, row in rows.items()
         for s in seeds
     ]
-    recs = suite.finetune_all(runs)
-    for i, row in enumerate(rows.values()):
-        row["runs"] = [{"seed": s, **recs[i * len(seeds) + j]} for j, s in enumerate(seeds)]
-        row["summary"] = summarize(row["runs"])
-    baselines = {k: v for k, v in selections.items() if not rows[k]["method"].startswith("profit")}
-    best = min(baselines, key=lambda k: baselines[k].score)
+    protocol.attach_runs(rows, seeds, suite.finetune_all(runs))
+    best = protocol.best_baseline(selections, {k: cfg.methods[k].method for k in selections})
     out["best_baseline"] = best
     out["plateau"] = plateau(rows[best])
-    out["comparisons"] = {
-        label: {
-            key: results.paired_difference(
-                [_metric(r["test"], key) for r in row["runs"]],
-                [_metric(r["test"], key) for r in rows[best]["runs"]],
-            )
-            for key in METRICS
-        }
+    compared = [
+        label
         for label, row in rows.items()
-        if row["method"].startswith("profit") and not label.startswith("ablation:")
-    }
+        if protocol.is_profit(row["method"]) and not label.startswith("ablation:")
+    ]
+    out["comparisons"] = protocol.paired_to(rows, best, compared)
     out["rows"] = rows
     out["wall_time_s"] = time.perf_counter() - start
     return out
