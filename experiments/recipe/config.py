@@ -169,3 +169,4 @@ def _same_label(c: ml_collections.ConfigDict, task: dict) -> None:
     # per step, at their selected hyper-parameters.
     c.main_steps_rows = ("profit", "profit_warmup", "sam")
     c.tuning_seeds = (100,)  # one tuning seed for the three same-label tasks (compute)
+    c.ablation.update({"ratios": (), "n_refs": ()})  # the ablations are the class split's

@@ -163,13 +163,17 @@ def comparison_table(res: Mapping[str, Any]) -> str:
 
 
 def tables(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
-    return {
-        f"{prefix}_table2": paper_table(res),
-        f"{prefix}_tuned": tuned_table(res),
-        f"{prefix}_ratio": ablation_table(res, "ratio"),
-        f"{prefix}_n_ref": ablation_table(res, "n_ref"),
-        f"{prefix}_vs_best": comparison_table(res),
-    }
+    """The suite's tables by name: beside the paper (class split only), tuned, ablations
+    (when run), PROFIT against the best baseline."""
+    out = {}
+    if res["config"]["task"]["kind"] == "class_split":
+        out[f"{prefix}_table2"] = paper_table(res)
+    out[f"{prefix}_tuned"] = tuned_table(res)
+    for kind in ("ratio", "n_ref"):
+        if any(k.startswith(f"ablation:{kind}=") for k in res["rows"]):
+            out[f"{prefix}_{kind}"] = ablation_table(res, kind)
+    out[f"{prefix}_vs_best"] = comparison_table(res)
+    return out
 
 
 def write_markdown(res: Mapping[str, Any], path: Path, prefix: str) -> Path:
@@ -192,6 +196,13 @@ def write_markdown(res: Mapping[str, Any], path: Path, prefix: str) -> Path:
         f"test {100 * pre['old_test_acc']:.2f}%.",
         "",
     ]
+    if "start" in pre:  # same labels: the pretrained model on the old and the new test images
+        t = pre["start"]["test"]
+        parts[-1:-1] = [
+            f"Before fine-tuning, the pretrained model's test accuracy: old (clean) "
+            f"{100 * t['old']:.2f}%, new {100 * t['new']:.2f}%.",
+            "",
+        ]
     for name, table in tables(res, prefix).items():
         parts += [f"## {titles[name.removeprefix(prefix + '_')]}", "", table, ""]
     env = res.get("environment", {})
