@@ -8,24 +8,19 @@ masks for freeze-embedding and head-only fine-tuning) and a registry of every
 method live here too.
 """
 
+from __future__ import annotations
+
 from profit_optax import masks, registry
 from profit_optax._src.ftp import FTPState, default_reduce_axes, ftp
 from profit_optax._src.l2sp import L2SPState, l2sp
-from profit_optax._src.lean import (
-    ProfitLeanState,
-    find_first_moment,
-    find_profit_lean_state,
-    lean_ref_params,
-    profit_lean,
-)
-from profit_optax._src.profit import (
-    DEFAULT_REF_SCALE,
-    AutoReferenceState,
-    ProfitDiagnostics,
-    ProfitState,
+from profit_optax._src.lean import ProfitLeanState, find_first_moment, profit_lean
+from profit_optax._src.numerics import ProfitDiagnostics
+from profit_optax._src.profit import DEFAULT_REF_SCALE, AutoReferenceState, ProfitState, profit
+from profit_optax._src.readers import (
     diagnostics,
+    find_profit_lean_state,
     find_profit_state,
-    profit,
+    lean_ref_params,
     ref_params,
 )
 from profit_optax._src.warmup import WarmupThenState, warmup_then

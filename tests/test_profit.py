@@ -330,12 +330,12 @@ def test_reductions_accumulate_in_float32():
 @pytest.mark.parametrize("n", [1_000_003, 5000, 7])
 def test_projection_sums_are_accurate_on_large_leaves(n):
     """The fused variadic reduction must be as accurate as a float64 dot (rtol 1e-5)."""
-    from profit_optax._src.profit import _projection_sums
+    from profit_optax._src.numerics import projection_sums
 
     rng = np.random.default_rng(0)
     g = rng.normal(size=n).astype(np.float32)
     d = (rng.normal(size=n) * 1e-3 + 0.01).astype(np.float32)
-    got = np.asarray(jax.jit(_projection_sums)({"x": jnp.asarray(g)}, {"x": jnp.asarray(d)}))[0]
+    got = np.asarray(jax.jit(projection_sums)({"x": jnp.asarray(g)}, {"x": jnp.asarray(d)}))[0]
     g64, d64 = g.astype(np.float64), d.astype(np.float64)
     np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
 
@@ -344,14 +344,14 @@ def test_projection_sums_are_accurate_on_large_leaves(n):
 def test_projection_sums_between_are_accurate(n):
     """⟨g, a−b⟩, ‖a−b‖², ‖g‖² from (g, a, b) without materialising a−b must be as
     accurate as float64 dots (rtol 1e-5) when a−b is small against a."""
-    from profit_optax._src.profit import _projection_sums_between
+    from profit_optax._src.numerics import projection_sums_between
 
     rng = np.random.default_rng(1)
     g = rng.normal(size=n).astype(np.float32)
     a = rng.normal(size=n).astype(np.float32)
     b = (a + rng.normal(size=n) * 1e-3).astype(np.float32)
     args = ({"x": jnp.asarray(g)}, {"x": jnp.asarray(a)}, {"x": jnp.asarray(b)})
-    got = np.asarray(jax.jit(_projection_sums_between)(*args))[0]
+    got = np.asarray(jax.jit(projection_sums_between)(*args))[0]
     g64, d64 = g.astype(np.float64), a.astype(np.float64) - b.astype(np.float64)
     np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
 

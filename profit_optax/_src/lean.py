@@ -5,7 +5,9 @@ optimizers' states (about +25% training memory with Adam, Chakravarthy et al.,
 NeurIPS 2025, §5). The paper suggests that it "can be largely eliminated by
 approximating via the momentum buffer" and leaves the memory-efficient version
 as future work. :func:`profit_lean` is one such approximation: it keeps *no*
-parameter-sized buffer beyond the main optimizer's own state.
+parameter-sized buffer beyond the main optimizer's own state. Its state readers
+(``lean_ref_params``, ``find_profit_lean_state``) are in
+:mod:`profit_optax._src.readers`, next to PROFIT's.
 """
 
 from __future__ import annotations
@@ -17,25 +19,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from profit_optax._src.profit import (
-    _PROJECTIONS,
+from profit_optax._src.checks import check_projection, check_transformation, check_trees
+from profit_optax._src.numerics import (
     ProfitDiagnostics,
-    _acc_dtype,
-    _check_transformation,
-    _check_trees,
-    _f,
-    _find_unique,
-    _project,
-    _projection_sums,
-    _sumsq,
-    _zero_diagnostics,
+    acc_dtype,
+    project,
+    projection_sums,
+    sumsq,
+    to_acc,
+    zero_diagnostics,
 )
 
 __all__ = [
     "ProfitLeanState",
+    "displacement",
     "find_first_moment",
-    "find_profit_lean_state",
-    "lean_ref_params",
+    "moment_fn",
     "profit_lean",
 ]
 
@@ -120,7 +119,9 @@ def find_first_moment(opt_state: optax.OptState, params: optax.Params) -> optax.
     )
 
 
-def _moment_fn(first_moment: FirstMomentFn | None) -> Callable[[Any, Any], Any]:
+def moment_fn(first_moment: FirstMomentFn | None) -> Callable[[Any, Any], Any]:
+    """``(main_state, params) -> m``: :func:`find_first_moment`, or ``first_moment``
+    with its result checked against the params' structure."""
     if first_moment is None:
         return find_first_moment
 
@@ -136,11 +137,11 @@ def _moment_fn(first_moment: FirstMomentFn | None) -> Callable[[Any, Any], Any]:
     return get
 
 
-def _displacement(moment: optax.Updates, scale: jax.Array) -> optax.Updates:
+def displacement(moment: optax.Updates, scale: jax.Array) -> optax.Updates:
     """Δ = −s·m/‖m‖ in the accumulation dtype; 0 where m = 0 or s = 0."""
-    mm = _sumsq(moment)
+    mm = sumsq(moment)
     factor = jnp.where(mm > 0, -scale / jnp.sqrt(jnp.where(mm > 0, mm, 1.0)), 0.0)
-    return jax.tree.map(lambda m: factor.astype(_acc_dtype(m.dtype)) * _f(m), moment)
+    return jax.tree.map(lambda m: factor.astype(acc_dtype(m.dtype)) * to_acc(m), moment)
 
 
 def profit_lean(
@@ -194,7 +195,7 @@ def profit_lean(
       projection direction itself comes from m and is not affected.
     * The held parameters are **never** the model itself once m ≠ 0 (the
       exact mode's are, after each main call). Evaluate, log and checkpoint
-      :func:`lean_ref_params` (or checkpoint the raw params together with the
+      :func:`~profit_optax.lean_ref_params` (or checkpoint the raw params together with the
       optimizer state: θ_ref is a function of both).
 
     Must be the last transformation of a chain, like :func:`~profit_optax.profit`.
@@ -203,7 +204,7 @@ def profit_lean(
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np, optax
-      >>> from profit_optax._src.lean import lean_ref_params, profit_lean
+      >>> from profit_optax import lean_ref_params, profit_lean
       >>> tx = profit_lean(optax.adam(0.1), ref_scale=0.1)
       >>> params = {"w": jnp.array([1.0, -1.0])}
       >>> state = tx.init(params)
@@ -227,7 +228,7 @@ def profit_lean(
       first_moment: optional function ``main_state -> tree like params`` that
         returns the buffer to use as m (for optimizers whose momentum is not a
         ``mu`` / ``trace`` field). Pass the same function to
-        :func:`lean_ref_params`.
+        :func:`~profit_optax.lean_ref_params`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -240,15 +241,12 @@ def profit_lean(
         ``init`` if the main optimizer has no (or more than one) first-moment
         buffer; at ``update`` for ``params=None`` or mismatched trees.
     """
-    _check_transformation(optimizer, "optimizer")
+    check_transformation(optimizer, "optimizer", "profit_lean")
     if isinstance(ref_scale, bool) or not (isinstance(ref_scale, int | float) and ref_scale > 0):
         raise ValueError(f"profit_lean: `ref_scale` must be a positive number, got {ref_scale!r}.")
-    if projection not in _PROJECTIONS:
-        raise ValueError(
-            f"profit_lean: `projection` must be one of {_PROJECTIONS}, got {projection!r}."
-        )
+    check_projection(projection, "profit_lean")
     optimizer = optax.with_extra_args_support(optimizer)
-    get_moment = _moment_fn(first_moment)
+    get_moment = moment_fn(first_moment)
 
     def init_fn(params: optax.Params) -> ProfitLeanState:
         main_state = optimizer.init(params)
@@ -256,7 +254,7 @@ def profit_lean(
         return ProfitLeanState(
             scale=jnp.zeros((), jnp.float32),
             main_state=main_state,
-            diagnostics=_zero_diagnostics(),
+            diagnostics=zero_diagnostics(),
         )
 
     def update_fn(
@@ -265,24 +263,24 @@ def profit_lean(
         params: optax.Params | None = None,
         **extra_args: Any,
     ) -> tuple[optax.Updates, ProfitLeanState]:
-        _check_trees(updates, params)
+        check_trees(updates, params, "profit_lean")
         grads = updates
-        gg = _sumsq(grads)
+        gg = sumsq(grads)
         finite = jnp.isfinite(gg)
 
         def step(ops):
             scale, main_state, diag = ops
-            delta = _displacement(get_moment(main_state, params), scale)
-            theta_ref = jax.tree.map(lambda p, d: (_f(p) - d).astype(p.dtype), params, delta)
-            g_proj, new_diag = _project(grads, delta, projection, _projection_sums(grads, delta))
+            delta = displacement(get_moment(main_state, params), scale)
+            theta_ref = jax.tree.map(lambda p, d: (to_acc(p) - d).astype(p.dtype), params, delta)
+            g_proj, new_diag = project(grads, delta, projection, projection_sums(grads, delta))
             u, main_state = optimizer.update(g_proj, main_state, theta_ref, **extra_args)
-            new_scale = (ref_scale * jnp.sqrt(_sumsq(u))).astype(jnp.float32)
-            new_delta = _displacement(get_moment(main_state, params), new_scale)
+            new_scale = (ref_scale * jnp.sqrt(sumsq(u))).astype(jnp.float32)
+            new_delta = displacement(get_moment(main_state, params), new_scale)
 
             def out(p, ui, dn, do):
                 # One rounding: land on round(θ' + u + Δ' − Δ), then express it relative to θ'.
-                acc = _acc_dtype(p.dtype)
-                target = (p.astype(acc) + (_f(ui) + dn - do)).astype(p.dtype)
+                acc = acc_dtype(p.dtype)
+                target = (p.astype(acc) + (to_acc(ui) + dn - do)).astype(p.dtype)
                 return (target.astype(acc) - p.astype(acc)).astype(p.dtype)
 
             out_updates = jax.tree.map(out, params, u, new_delta, delta)
@@ -300,34 +298,3 @@ def profit_lean(
         return out_updates, ProfitLeanState(scale=scale, main_state=main_state, diagnostics=diag)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def find_profit_lean_state(opt_state: Any) -> ProfitLeanState:
-    """Returns the unique :class:`ProfitLeanState` inside ``opt_state``.
-
-    Raises:
-      ValueError: if there is none or more than one.
-    """
-    return _find_unique(opt_state, ProfitLeanState)
-
-
-def lean_ref_params(
-    params: optax.Params, opt_state: Any, *, first_moment: FirstMomentFn | None = None
-) -> optax.Params:
-    """The model θ_ref = params − Δ(m, s) of a :func:`profit_lean` run.
-
-    The counterpart of :func:`~profit_optax.ref_params` for the lean mode: the
-    parameters held between calls are the probe point θ'; evaluate, log and
-    export these instead. Jittable; returns a tree like ``params`` (same dtypes).
-
-    Args:
-      params: the current parameters (the probe point).
-      opt_state: the :class:`ProfitLeanState`, or a state containing exactly one.
-      first_moment: the same function passed to :func:`profit_lean`, if any.
-
-    Returns:
-      A tree like ``params``.
-    """
-    state = find_profit_lean_state(opt_state)
-    delta = _displacement(_moment_fn(first_moment)(state.main_state, params), state.scale)
-    return jax.tree.map(lambda p, d: (_f(p) - d).astype(p.dtype), params, delta)
