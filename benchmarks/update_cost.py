@@ -104,7 +104,7 @@ def method_specs(names: list[str] | None = None) -> list[Spec]:
     specs.append(
         Spec(
             "profit_lean",
-            profit_optax.profit(optax.adam(LR), None, memory="lean"),
+            profit_optax.profit_lean(optax.adam(LR)),
             1,
             ident,
             [("all", 0, 1, None)],

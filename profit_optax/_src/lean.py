@@ -31,6 +31,7 @@ from profit_optax._src.numerics import (
 )
 
 __all__ = [
+    "DEFAULT_LEAN_REF_SCALE",
     "ProfitLeanState",
     "displacement",
     "find_first_moment",
@@ -44,6 +45,10 @@ __all__ = [
 _MOMENT_FIELDS = ("mu", "trace")
 
 FirstMomentFn = Callable[[optax.OptState], optax.Updates]
+
+#: :func:`profit_lean`'s default ``ref_scale`` (see its docstring for why it differs from
+#: :data:`~profit_optax.DEFAULT_REF_SCALE`).
+DEFAULT_LEAN_REF_SCALE = 0.01
 
 
 class ProfitLeanState(NamedTuple):
@@ -147,7 +152,7 @@ def displacement(moment: optax.Updates, scale: jax.Array) -> optax.Updates:
 def profit_lean(
     optimizer: optax.GradientTransformation,
     *,
-    ref_scale: float = 0.01,
+    ref_scale: float = DEFAULT_LEAN_REF_SCALE,
     projection: Literal["global", "per_tensor"] = "global",
     first_moment: FirstMomentFn | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -202,6 +207,27 @@ def profit_lean(
     A non-finite gradient skips the call (zero update, state unchanged but for
     ``diagnostics.nonfinite_count``).
 
+    Why a transformation of its own rather than an option of ``profit``: it is a
+    different algorithm with a different contract. It takes no reference optimizer,
+    no ``n_ref``, no one-call mode and no ``reset_reference_state`` (every one of
+    ``profit``'s own arguments would be invalid with it), it needs a main
+    optimizer with momentum, its state (:class:`ProfitLeanState`) holds no θ_ref,
+    and its held parameters are never the model. ``profit(memory="lean")``, the
+    earlier spelling, is deprecated and calls this function. The state readers
+    :func:`~profit_optax.ref_params` and :func:`~profit_optax.diagnostics` accept
+    both states; :func:`~profit_optax.lean_ref_params` is needed only with
+    ``first_moment``.
+
+    Why ``ref_scale`` defaults to 0.01 here and to
+    :data:`~profit_optax.DEFAULT_REF_SCALE` (3e-4) in ``profit``: the two scales
+    do different jobs. In ``profit`` it sets the automatic reference step, which
+    produces Δ; 3e-4 was chosen by the λ_ref sweeps of that step
+    (``docs/lambda_ref.md``), which never ran this mode. Here Δ's direction comes
+    from the momentum and ``ref_scale`` only sets how far from θ_ref the gradient
+    is evaluated; the accuracy of this mode was measured at 0.01
+    (``docs/real_runs.md``), and a 30× smaller probe would more often fall below
+    a bfloat16 parameter's resolution and be absorbed by rounding.
+
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np, optax
       >>> from profit_optax import lean_ref_params, profit_lean
@@ -222,7 +248,8 @@ def profit_lean(
       optimizer: the main optimizer; its state must hold exactly one first-moment
         buffer shaped like the params (see :func:`find_first_moment`), or pass
         ``first_moment``.
-      ref_scale: ‖Δ‖ relative to the main optimizer's last step (positive).
+      ref_scale: ‖Δ‖ relative to the main optimizer's last step (positive;
+        default 0.01, see above).
       projection: ``"global"`` (one inner product over all parameters, as in the
         paper) or ``"per_tensor"``.
       first_moment: optional function ``main_state -> tree like params`` that

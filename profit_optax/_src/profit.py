@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -350,7 +351,7 @@ def profit(
     reset_reference_state: bool = False,
     ref_scale: float | None = None,
     one_call: bool = False,
-    memory: Literal["exact", "lean"] = "exact",
+    memory: Literal["exact", "lean"] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""PROFIT: proximal fine-tuning around a converged model.
 
@@ -380,6 +381,9 @@ def profit(
     discarded on main calls (for SGD that is one multiply in a loop the call
     runs anyway). θ_ref is saved (copied from the parameters) at the first call
     of each cycle.
+
+    The memory-lean approximation, which keeps no θ_ref, is a separate
+    transformation, :func:`~profit_optax.profit_lean` (see there why).
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np, optax, profit_optax
@@ -416,8 +420,7 @@ def profit(
       ref_scale: the automatic reference step's length relative to the main
         step (only used with ``reference_optimizer=None``). ``None``:
         :data:`DEFAULT_REF_SCALE` (3e-4, chosen on the validation splits of the
-        λ_ref sweeps, see ``docs/lambda_ref.md``); with ``memory="lean"``, that
-        mode's own default (0.01).
+        λ_ref sweeps, see ``docs/lambda_ref.md``).
       one_call: if ``True``, ``update(grads, state, params, grad_fn=...)``
         performs a whole cycle in one call: ``grads`` is the first reference
         gradient at θ_ref and ``grad_fn(params, i)`` (``i = 0 .. n_ref - 1``)
@@ -426,17 +429,15 @@ def profit(
         forward pass has side effects (batch-norm statistics, RNG streams) that
         should only see real parameters; prefer alternating mode to keep an
         unmodified training loop and one gradient per step.
-      memory: ``"exact"`` (default): Algorithm 1, one θ_ref buffer. ``"lean"``:
-        the memory-lean approximation :func:`~profit_optax.profit_lean` (Δ read
-        off the main optimizer's momentum, no parameter-sized buffer beyond the
-        main optimizer's state, one gradient per main step). Off by default: on
-        our toys it tracks Adam rather than exact PROFIT (``docs/real_runs.md``).
-        Needs ``reference_optimizer=None``, ``n_ref=1`` and ``one_call=False``.
+      memory: deprecated. ``"lean"`` returns
+        ``profit_lean(optimizer, projection=..., ref_scale=...)`` (with that
+        function's own default ``ref_scale`` when ``ref_scale`` is ``None``) and
+        warns; ``"exact"`` is what ``profit`` always does. Call
+        :func:`~profit_optax.profit_lean` instead.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
-      :class:`ProfitState` (a :class:`~profit_optax.ProfitLeanState` for
-      ``memory="lean"``).
+      :class:`ProfitState`.
 
     Raises:
       TypeError: if an optimizer is not a gradient transformation.
@@ -449,17 +450,11 @@ def profit(
       Tuning <https://arxiv.org/abs/2412.01930>`_, NeurIPS 2025.
     """
     check_transformation(optimizer, "optimizer", "profit")
-    if memory not in ("exact", "lean"):
-        raise ValueError(f"profit: `memory` must be 'exact' or 'lean', got {memory!r}.")
-    if memory == "lean":
-        if reference_optimizer is not None or n_ref != 1 or one_call:
-            raise ValueError(
-                "profit(memory='lean') reads Δ off the main optimizer's momentum: it takes no "
-                "reference optimizer, n_ref=1 and one_call=False."
-            )
-        if ref_scale is None:  # profit_lean's own default
-            return lean.profit_lean(optimizer, projection=projection)
-        return lean.profit_lean(optimizer, projection=projection, ref_scale=ref_scale)
+    if memory is not None and _deprecated_memory_is_lean(
+        memory, reference_optimizer, n_ref, one_call
+    ):
+        lean_scale = lean.DEFAULT_LEAN_REF_SCALE if ref_scale is None else ref_scale
+        return lean.profit_lean(optimizer, projection=projection, ref_scale=lean_scale)
     auto_ref = reference_optimizer is None
     if ref_scale is None:
         ref_scale = DEFAULT_REF_SCALE
@@ -497,3 +492,23 @@ def profit(
         return _alternating_update(cfg, updates, state, params)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _deprecated_memory_is_lean(
+    memory: str, reference_optimizer: Any, n_ref: int, one_call: bool
+) -> bool:
+    """Checks the deprecated ``memory`` argument and warns; True for ``"lean"``."""
+    if memory not in ("exact", "lean"):
+        raise ValueError(f"profit: `memory` must be 'exact' or 'lean', got {memory!r}.")
+    warnings.warn(
+        "profit(memory=...) is deprecated and will be removed: profit() is always the exact "
+        "Algorithm 1; for the memory-lean mode call profit_optax.profit_lean(optimizer).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if memory == "lean" and (reference_optimizer is not None or n_ref != 1 or one_call):
+        raise ValueError(
+            "profit(memory='lean') reads Δ off the main optimizer's momentum: it takes no "
+            "reference optimizer, n_ref=1 and one_call=False."
+        )
+    return memory == "lean"
