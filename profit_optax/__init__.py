@@ -4,13 +4,18 @@ PROFIT (Chakravarthy et al., "PROFIT: A Specialized Optimizer for Deep Fine
 Tuning", NeurIPS 2025, https://arxiv.org/abs/2412.01930) fine-tunes a converged
 model on new data while projecting away the part of each update that would undo
 what the model knew. The baselines the experiments compare against (FTP, L2-SP,
-masks for freeze-embedding and head-only fine-tuning) and a registry of every
-method live here too.
+masks for freeze-embedding and head-only fine-tuning) live here too.
+
+``profit_optax.registry``, the experiments' table of methods, is imported on
+first use (``import profit_optax`` does not load it).
 """
 
 from __future__ import annotations
 
-from profit_optax import masks, registry
+import importlib
+from typing import Any
+
+from profit_optax import masks
 from profit_optax._src.ftp import FTPState, default_reduce_axes, ftp
 from profit_optax._src.l2sp import L2SPState, l2sp
 from profit_optax._src.lean import ProfitLeanState, find_first_moment, profit_lean
@@ -51,3 +56,15 @@ __all__ = [
     "registry",
     "warmup_then",
 ]
+
+_LAZY_SUBMODULES = ("registry",)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
