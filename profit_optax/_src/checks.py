@@ -42,7 +42,7 @@ def check_trees(grads: optax.Updates, params: optax.Params | None, caller: str) 
         )
     g_def = jax.tree.structure(grads)
     p_def = jax.tree.structure(params)
-    if g_def != p_def:
+    if g_def != p_def:  # type: ignore[operator]  # no stub for jaxlib's PyTreeDef
         raise ValueError(
             f"{caller}: the gradient tree and the params tree differ.\n"
             f"  gradients: {g_def}\n  params:    {p_def}"

@@ -57,7 +57,7 @@ class FTPState(NamedTuple):
       inner_state: State of the wrapped optimizer.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
     anchor: optax.Params
     prev_offset: optax.Params
     prev_inv_norm: optax.Params
@@ -228,7 +228,7 @@ def ftp(
 
     def _projected(params: optax.Params) -> tuple[Any, list[Any], list[bool]]:
         treedef = jax.tree.structure(params)
-        leaves = treedef.flatten_up_to(params)
+        leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
         excluded = resolve_static_mask(exclude_mask, params, "exclude_mask")
         if excluded is None:
             excluded = [False] * len(leaves)
@@ -295,7 +295,12 @@ def ftp(
 
         first = state.count == 0
         t = state.count + 1
-        out_u, out_c, out_inv, out_gamma, out_m, out_v = ([] for _ in range(6))
+        out_u: list[Any] = []
+        out_c: list[Any] = []
+        out_inv: list[Any] = []
+        out_gamma: list[Any] = []
+        out_m: list[Any] = []
+        out_v: list[Any] = []
         for i, (p, g, u, pr) in enumerate(zip(p_leaves, g_leaves, u_leaves, proj, strict=True)):
             if not pr:
                 out_u.append(u)

@@ -92,7 +92,7 @@ def l2sp(
 
     def _head_flags(params: optax.Params) -> tuple[Any, list[Any], list[bool]]:
         treedef = jax.tree.structure(params)
-        leaves = treedef.flatten_up_to(params)
+        leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
         flags = resolve_static_mask(head_mask, params, "head_mask")
         return treedef, leaves, [False] * len(leaves) if flags is None else flags
 

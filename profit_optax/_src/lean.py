@@ -101,7 +101,7 @@ def find_first_moment(opt_state: optax.OptState, params: optax.Params) -> optax.
             continue
         for field in _MOMENT_FIELDS:
             value = getattr(node, field, None)
-            if value is None or jax.tree.structure(value) != p_def:
+            if value is None or jax.tree.structure(value) != p_def:  # type: ignore[operator]  # no stub for jaxlib's PyTreeDef
                 continue
             if [jnp.shape(v) for v in jax.tree.leaves(value)] != p_shapes:
                 continue
@@ -132,7 +132,7 @@ def moment_fn(first_moment: FirstMomentFn | None) -> Callable[[Any, Any], Any]:
 
     def get(state, params):
         m = first_moment(state)
-        if jax.tree.structure(m) != jax.tree.structure(params):
+        if jax.tree.structure(m) != jax.tree.structure(params):  # type: ignore[operator]  # no stub for jaxlib's PyTreeDef
             raise ValueError(
                 "profit_lean: `first_moment(main_state)` must return a tree like the params.\n"
                 f"  returned: {jax.tree.structure(m)}\n  params:   {jax.tree.structure(params)}"

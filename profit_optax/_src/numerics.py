@@ -106,7 +106,7 @@ def projection_sums(grads: optax.Updates, delta: optax.Updates) -> jax.Array:
         return jnp.stack([jnp.sum(g * d), jnp.sum(d * d), jnp.sum(g * g)])
 
     g_leaves, treedef = jax.tree.flatten(grads)
-    d_leaves = treedef.flatten_up_to(delta)
+    d_leaves = treedef.flatten_up_to(delta)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
     return jnp.stack([sums(g, d) for g, d in zip(g_leaves, d_leaves, strict=True)])
 
 
@@ -126,7 +126,7 @@ def projection_sums_between(
         return jnp.stack([jnp.sum(g * (a - b)), jnp.sum(jnp.square(b - a)), jnp.sum(g * g)])
 
     g_leaves, treedef = jax.tree.flatten(grads)
-    new_leaves, old_leaves = treedef.flatten_up_to(new), treedef.flatten_up_to(old)
+    new_leaves, old_leaves = treedef.flatten_up_to(new), treedef.flatten_up_to(old)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
     return jnp.stack(
         [sums(g, a, b) for g, a, b in zip(g_leaves, new_leaves, old_leaves, strict=True)]
     )
@@ -143,7 +143,7 @@ def project(
     0). Products accumulate in float32.
     """
     g_leaves, treedef = jax.tree.flatten(grads)
-    d_leaves = treedef.flatten_up_to(delta)
+    d_leaves = treedef.flatten_up_to(delta)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
     dots, dds = sums[:, 0], sums[:, 1]
     dot, dd, gg = jnp.sum(sums, axis=0)
 

@@ -96,7 +96,7 @@ class ProfitState(NamedTuple):
       diagnostics: :class:`ProfitDiagnostics` of the last main step.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
     theta_ref: optax.Params | None
     main_state: optax.OptState
     ref_state: optax.OptState

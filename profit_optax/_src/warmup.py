@@ -33,7 +33,7 @@ class WarmupThenState(NamedTuple):
         ``optimizer.init`` of the params reached.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
     warmup_state: optax.OptState
     opt_state: optax.OptState
 
