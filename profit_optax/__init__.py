@@ -30,6 +30,7 @@ from profit_optax._src.readers import (
 )
 from profit_optax._src.warmup import WarmupThenState, warmup_then
 
+#: The package version; pyproject.toml reads it from here (``[tool.setuptools.dynamic]``).
 __version__ = "0.1.0"
 
 __all__ = [

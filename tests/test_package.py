@@ -1,8 +1,9 @@
-"""The package's shape: no import cycle, a light `import profit_optax`."""
+"""The package's shape: no import cycle, a light `import profit_optax`, one version."""
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,8 @@ def test_import_loads_neither_the_registry_nor_the_benchmarks():
 def test_public_names_resolve():
     for name in profit_optax.__all__:
         assert getattr(profit_optax, name) is not None, name
+
+
+def test_installed_version_is_the_package_version():
+    """pyproject.toml reads the version from ``profit_optax.__version__``."""
+    assert importlib.metadata.version("profit-optax") == profit_optax.__version__
