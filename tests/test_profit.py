@@ -77,6 +77,19 @@ def run_optax(tx, theta0, grad_at, n_calls, jit=True):
     return history, state
 
 
+def donated_step(tx, shape=(256, 128)):
+    """The compiled ``update + apply_updates`` step of ``tx`` on a (``shape``-kernel, bias)
+    tree, with params and state donated; the gradient is computed inside the step."""
+    params = {"w": jnp.zeros(shape), "b": jnp.zeros(shape[1:])}
+
+    def step(p, s, x):
+        g = jax.tree.map(lambda a: jnp.sin(a + x), p)
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    return jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), 1.0).compile()
+
+
 _CASES = [
     (problem, n_ref, main, dtype, "global")
     for problem in ("quadratic", "mlp")
