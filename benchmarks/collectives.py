@@ -6,7 +6,7 @@ parameter's largest dimension divisible by D is sharded; the batch is split
 over all devices; a layer's weights are all-gathered before use), for bare
 Adam and for PROFIT configurations wrapping the same Adam, on every mesh axis
 type (Explicit and Auto). It then counts the collectives in the optimized HLO
-(``profit_optax.hlo``) and what PROFIT adds over Adam, buffer by buffer.
+(:mod:`benchmarks.hlo`) and what PROFIT adds over Adam, buffer by buffer.
 
 Collectives inside PROFIT's main-phase ``jax.lax.cond`` run only on main calls
 (one call in ``n_ref + 1``); the rest run on every call.
@@ -27,6 +27,9 @@ import os
 import sys
 from collections import Counter
 from typing import Any
+
+if not __package__:  # run as a script (`python benchmarks/collectives.py`): find `benchmarks`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CONFIGS = ("adam", "profit", "profit_nref2", "profit_auto", "profit_per_tensor")
 
@@ -168,7 +171,7 @@ def compile_step(config: str, axis_type: str, args: argparse.Namespace, phase: s
 
 def analyse_program(text: str, devices: int, base=None) -> dict[str, Any]:
     """Collectives of one program; with ``base`` (Adam's), what it adds buffer by buffer."""
-    from profit_optax import hlo
+    from benchmarks import hlo
 
     colls = hlo.collectives(text, devices)
     res: dict[str, Any] = {
@@ -195,7 +198,7 @@ def analyse_program(text: str, devices: int, base=None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from profit_optax import hlo
+    from benchmarks import hlo
 
     results: dict[str, Any] = {}
     for axis_type in args.axis_types.split(","):

@@ -22,6 +22,7 @@ import optax
 
 import profit_optax
 from benchmarks import _common as C
+from benchmarks import hlo
 from benchmarks import update_cost as U
 from benchmarks.models import WORKLOADS, make_workload
 from benchmarks.step_cost import make_train_step
@@ -68,7 +69,7 @@ def step_memory(wname: str, methods: list[str]) -> dict[str, Any]:
             .lower(stored, state, w.batch)
             .compile()
         )
-        out[s.name] = C.memory_analysis(compiled)
+        out[s.name] = hlo.memory_analysis(compiled)
     return {"name": wname, "description": w.description, "n_params": C.tree_size(w.params),
             "memory_analysis": out}  # fmt: skip
 

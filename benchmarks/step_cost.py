@@ -22,6 +22,7 @@ import jax
 import optax
 
 from benchmarks import _common as C
+from benchmarks import hlo
 from benchmarks import update_cost as U
 from benchmarks.models import WORKLOADS, make_workload
 
@@ -69,7 +70,7 @@ def run(
             jitted = jax.jit(make_train_step(s, w.loss_fn), donate_argnums=(0, 1))
             stored, state = U.init_stored_state(s, w.params)
             compiled = jitted.lower(stored, state, w.batch).compile()
-            entry["memory_analysis"][s.name] = C.memory_analysis(compiled)
+            entry["memory_analysis"][s.name] = hlo.memory_analysis(compiled)
             holder = [stored, state]
 
             def run_k(k, jitted=compiled, holder=holder, batch=w.batch):

@@ -38,6 +38,7 @@ import optax
 
 import profit_optax
 from benchmarks import _common as C
+from benchmarks import hlo
 
 LR = 1e-4
 
@@ -48,7 +49,7 @@ class Spec:
 
     ``phases`` lists (label, counter value, calls per cycle in that phase, branch
     policy): the policy maps a conditional's kind (see
-    :func:`benchmarks._common.conditional_kind`) to the branch that phase takes,
+    :func:`benchmarks.hlo.conditional_kind`) to the branch that phase takes,
     ``"max"`` (the working branch) or ``"min"`` (the pass-through one); ``force``
     returns the state with its cycle counter set to a value.
     """
@@ -104,7 +105,7 @@ def method_specs(names: list[str] | None = None) -> list[Spec]:
     specs.append(
         Spec(
             "profit_lean",
-            profit_optax.profit(optax.adam(LR), None, memory="lean"),
+            profit_optax.profit_lean(optax.adam(LR)),
             1,
             ident,
             [("all", 0, 1, None)],
@@ -221,10 +222,10 @@ def phase_analysis(spec: Spec, params, grads, compiled=None) -> dict[str, Any]:
     n_large_leaves = sum(1 for x in jax.tree.leaves(params) if x.size >= min_el)
     compiled = compiled or compile_step(spec, params, grads)
     text = compiled.as_text()
-    n_copy, copy_bytes = C.large_copies(text, min_el)
-    comps = C.parse_hlo(text)
+    n_copy, copy_bytes = hlo.large_copies(text, min_el)
+    comps = hlo.parse_hlo(text)
     conds = [
-        (c.name, op.name, C.conditional_kind(op, n_large_leaves, min_el))
+        (c.name, op.name, hlo.conditional_kind(op, n_large_leaves, min_el))
         for c in comps.values()
         for op in c.ops
         if op.opcode == "conditional"
@@ -233,11 +234,11 @@ def phase_analysis(spec: Spec, params, grads, compiled=None) -> dict[str, Any]:
         "n_params": n,
         "large_params": unit,
         "generic": {
-            "bytes_accessed_per_param": (C.cost_bytes_accessed(compiled) or math.nan) / n,
+            "bytes_accessed_per_param": (hlo.cost_bytes_accessed(compiled) or math.nan) / n,
             "param_sized_copies": n_copy,
             "copy_bytes_per_param": copy_bytes / n,
             "conditionals": conds,
-            "memory_analysis": C.memory_analysis(compiled),
+            "memory_analysis": hlo.memory_analysis(compiled),
         },
         "phases": {},
     }
@@ -246,9 +247,9 @@ def phase_analysis(spec: Spec, params, grads, compiled=None) -> dict[str, Any]:
     for label, _k, w, policy in spec.phases:
         choose = None
         if policy is not None:
-            choose = lambda op, pol=policy: pol[C.conditional_kind(op, n_large_leaves, min_el)]
-        rows = C.executed_passes(text, min_el, choose)
-        summ = C.summarize_passes(rows, unit)
+            choose = lambda op, pol=policy: pol[hlo.conditional_kind(op, n_large_leaves, min_el)]
+        rows = hlo.executed_passes(text, min_el, choose)
+        summ = hlo.summarize_passes(rows, unit)
         summ["param_sized_copies"] = sum(1 for r in rows if r.opcode == "copy")
         out["phases"][label] = {"calls_per_cycle": w, **summ}
         for key in cyc:

@@ -4,32 +4,33 @@ PROFIT (Chakravarthy et al., "PROFIT: A Specialized Optimizer for Deep Fine
 Tuning", NeurIPS 2025, https://arxiv.org/abs/2412.01930) fine-tunes a converged
 model on new data while projecting away the part of each update that would undo
 what the model knew. The baselines the experiments compare against (FTP, L2-SP,
-masks for freeze-embedding and head-only fine-tuning) and a registry of every
-method live here too.
+masks for freeze-embedding and head-only fine-tuning) live here too.
+
+``profit_optax.registry``, the experiments' table of methods, is imported on
+first use (``import profit_optax`` does not load it).
 """
 
-from profit_optax import masks, registry
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from profit_optax import masks
 from profit_optax._src.ftp import FTPState, default_reduce_axes, ftp
 from profit_optax._src.l2sp import L2SPState, l2sp
-from profit_optax._src.lean import (
-    ProfitLeanState,
-    find_first_moment,
-    find_profit_lean_state,
-    lean_ref_params,
-    profit_lean,
-)
-from profit_optax._src.profit import (
-    DEFAULT_REF_SCALE,
-    AutoReferenceState,
-    ProfitDiagnostics,
-    ProfitState,
+from profit_optax._src.lean import ProfitLeanState, find_first_moment, profit_lean
+from profit_optax._src.numerics import ProfitDiagnostics
+from profit_optax._src.profit import DEFAULT_REF_SCALE, AutoReferenceState, ProfitState, profit
+from profit_optax._src.readers import (
     diagnostics,
+    find_profit_lean_state,
     find_profit_state,
-    profit,
+    lean_ref_params,
     ref_params,
 )
 from profit_optax._src.warmup import WarmupThenState, warmup_then
 
+#: The package version; pyproject.toml reads it from here (``[tool.setuptools.dynamic]``).
 __version__ = "0.1.0"
 
 __all__ = [
@@ -56,3 +57,15 @@ __all__ = [
     "registry",
     "warmup_then",
 ]
+
+_LAZY_SUBMODULES = ("registry",)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

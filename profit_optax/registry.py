@@ -36,7 +36,8 @@ import optax.contrib
 from profit_optax._src.ftp import ftp
 from profit_optax._src.l2sp import l2sp
 from profit_optax._src.masks import invert_mask, resolve_static_mask
-from profit_optax._src.profit import DEFAULT_REF_SCALE, profit, ref_params
+from profit_optax._src.profit import DEFAULT_REF_SCALE, profit
+from profit_optax._src.readers import ref_params
 from profit_optax._src.warmup import warmup_then
 
 Params = Any

@@ -22,8 +22,7 @@ import optax
 import pytest
 
 import profit_optax
-from profit_optax._src.lean import lean_ref_params, profit_lean
-from profit_optax._src.warmup import warmup_then
+from profit_optax import lean_ref_params, profit_lean, warmup_then
 
 ocp = pytest.importorskip("orbax.checkpoint")
 

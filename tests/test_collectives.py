@@ -1,6 +1,6 @@
 """What sharded PROFIT communicates: the HLO collective counter, and PROFIT vs Adam under FSDP.
 
-The first tests check ``profit_optax.hlo`` on hand-written HLO. The last ones
+The first tests check ``benchmarks.hlo`` on hand-written HLO. The last ones
 compile a full FSDP training step on 8 simulated CPU devices (in a subprocess,
 ``benchmarks/collectives.py``) for Adam and for PROFIT around the same Adam, on
 Explicit and Auto mesh axes, and assert that PROFIT adds nothing but scalar
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from profit_optax import hlo
+from benchmarks import hlo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,7 +155,6 @@ def test_parser_on_a_real_compiled_program():
 CONFIGS = ("profit", "profit_auto", "profit_per_tensor")
 DEPTH = 3
 MAX_SCALAR_BYTES = 64
-_ITEMSIZE = {"f32": 4, "f64": 8, "bf16": 2, "f16": 2, "s32": 4, "pred": 1}
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +208,9 @@ def test_profit_adds_only_scalar_all_reduces(fsdp_counts, axis_type, config):
     for phase in ("dynamic", "reference", "main"):
         r = res[phase]
         assert r["missing_buffers"] == [], (phase, r["missing_buffers"])
-        sizes = [math.prod(dims) * _ITEMSIZE[dtype] for _, _, dtype, dims, _ in r["extra_buffers"]]
+        sizes = [
+            math.prod(dims) * hlo.dtype_bytes(dtype) for _, _, dtype, dims, _ in r["extra_buffers"]
+        ]
         offending = [
             b
             for b, size in zip(r["extra_buffers"], sizes, strict=True)

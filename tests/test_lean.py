@@ -15,12 +15,7 @@ import optax
 import pytest
 
 import profit_optax
-from profit_optax._src.lean import (
-    ProfitLeanState,
-    find_first_moment,
-    lean_ref_params,
-    profit_lean,
-)
+from profit_optax import ProfitLeanState, find_first_moment, lean_ref_params, profit_lean
 from tests.numpy_ref_profit import NumpyAdam
 from tests.test_profit import PROBLEMS
 

@@ -18,8 +18,7 @@ import optax
 import pytest
 
 import profit_optax
-from profit_optax._src.lean import lean_ref_params, profit_lean
-from profit_optax._src.warmup import warmup_then
+from profit_optax import lean_ref_params, profit_lean, warmup_then
 
 N_BATCHES = 9
 X = jnp.asarray(np.random.default_rng(5).normal(size=(N_BATCHES, 8, 2)), jnp.float32)

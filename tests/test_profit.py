@@ -77,6 +77,19 @@ def run_optax(tx, theta0, grad_at, n_calls, jit=True):
     return history, state
 
 
+def donated_step(tx, shape=(256, 128)):
+    """The compiled ``update + apply_updates`` step of ``tx`` on a (``shape``-kernel, bias)
+    tree, with params and state donated; the gradient is computed inside the step."""
+    params = {"w": jnp.zeros(shape), "b": jnp.zeros(shape[1:])}
+
+    def step(p, s, x):
+        g = jax.tree.map(lambda a: jnp.sin(a + x), p)
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    return jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), 1.0).compile()
+
+
 _CASES = [
     (problem, n_ref, main, dtype, "global")
     for problem in ("quadratic", "mlp")
@@ -330,12 +343,12 @@ def test_reductions_accumulate_in_float32():
 @pytest.mark.parametrize("n", [1_000_003, 5000, 7])
 def test_projection_sums_are_accurate_on_large_leaves(n):
     """The fused variadic reduction must be as accurate as a float64 dot (rtol 1e-5)."""
-    from profit_optax._src.profit import _projection_sums
+    from profit_optax._src.numerics import projection_sums
 
     rng = np.random.default_rng(0)
     g = rng.normal(size=n).astype(np.float32)
     d = (rng.normal(size=n) * 1e-3 + 0.01).astype(np.float32)
-    got = np.asarray(jax.jit(_projection_sums)({"x": jnp.asarray(g)}, {"x": jnp.asarray(d)}))[0]
+    got = np.asarray(jax.jit(projection_sums)({"x": jnp.asarray(g)}, {"x": jnp.asarray(d)}))[0]
     g64, d64 = g.astype(np.float64), d.astype(np.float64)
     np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
 
@@ -344,14 +357,14 @@ def test_projection_sums_are_accurate_on_large_leaves(n):
 def test_projection_sums_between_are_accurate(n):
     """⟨g, a−b⟩, ‖a−b‖², ‖g‖² from (g, a, b) without materialising a−b must be as
     accurate as float64 dots (rtol 1e-5) when a−b is small against a."""
-    from profit_optax._src.profit import _projection_sums_between
+    from profit_optax._src.numerics import projection_sums_between
 
     rng = np.random.default_rng(1)
     g = rng.normal(size=n).astype(np.float32)
     a = rng.normal(size=n).astype(np.float32)
     b = (a + rng.normal(size=n) * 1e-3).astype(np.float32)
     args = ({"x": jnp.asarray(g)}, {"x": jnp.asarray(a)}, {"x": jnp.asarray(b)})
-    got = np.asarray(jax.jit(_projection_sums_between)(*args))[0]
+    got = np.asarray(jax.jit(projection_sums_between)(*args))[0]
     g64, d64 = g.astype(np.float64), a.astype(np.float64) - b.astype(np.float64)
     np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
 
@@ -610,19 +623,33 @@ def test_state_is_documented_namedtuple():
     assert "θ_ref" in ProfitState.__doc__
 
 
-def test_memory_lean_mode_is_wired_through_profit():
-    params = {"w": jnp.ones(3)}
-    tx = profit_optax.profit(optax.adam(1e-3), memory="lean")
+def _updates_of(tx, n_calls=3):
+    params, out = {"w": jnp.array([1.0, -2.0, 0.5])}, []
     state = tx.init(params)
+    for k in range(n_calls):
+        updates, state = tx.update({"w": jnp.sin(params["w"] + k)}, state, params)
+        params = optax.apply_updates(params, updates)
+        out.append(params["w"])
+    return np.stack(out), state
+
+
+def test_deprecated_memory_argument_warns_and_keeps_its_behaviour():
+    """`profit(memory="lean")` is `profit_lean` (with profit_lean's default ref_scale)
+    and `memory="exact"` is `profit`, each with a DeprecationWarning."""
+    with pytest.warns(DeprecationWarning, match="profit_lean"):
+        lean = profit_optax.profit(optax.adam(1e-1), memory="lean")
+    got, state = _updates_of(lean)
     assert isinstance(state, profit_optax.ProfitLeanState)
-    updates, state = tx.update({"w": jnp.ones(3)}, state, params)
-    probe = optax.apply_updates(params, updates)
-    np.testing.assert_allclose(
-        profit_optax.ref_params(probe, state)["w"],
-        profit_optax.lean_ref_params(probe, state)["w"],
-    )
-    assert "conflict" in profit_optax.diagnostics(state)
-    with pytest.raises(ValueError, match="reference optimizer"):
+    np.testing.assert_array_equal(got, _updates_of(profit_optax.profit_lean(optax.adam(1e-1)))[0])
+    with pytest.warns(DeprecationWarning):
+        scaled = profit_optax.profit(optax.adam(1e-1), memory="lean", ref_scale=0.5)
+    want = _updates_of(profit_optax.profit_lean(optax.adam(1e-1), ref_scale=0.5))[0]
+    np.testing.assert_array_equal(_updates_of(scaled)[0], want)
+    with pytest.warns(DeprecationWarning):
+        exact = profit_optax.profit(optax.adam(1e-1), optax.sgd(1e-2), memory="exact", n_ref=2)
+    want = _updates_of(profit_optax.profit(optax.adam(1e-1), optax.sgd(1e-2), n_ref=2))[0]
+    np.testing.assert_array_equal(_updates_of(exact)[0], want)
+    with pytest.raises(ValueError, match="reference optimizer"), pytest.warns(DeprecationWarning):
         profit_optax.profit(optax.adam(1e-3), optax.sgd(1e-5), memory="lean")
     with pytest.raises(ValueError, match="memory"):
         profit_optax.profit(optax.adam(1e-3), memory="small")

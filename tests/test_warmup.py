@@ -9,9 +9,9 @@ import optax
 import pytest
 
 import profit_optax
+from benchmarks import hlo
 from profit_optax._src.warmup import WarmupThenState, warmup_then
-from tests._hlo import donated_step, param_sized_copies
-from tests.test_profit import mlp_problem
+from tests.test_profit import donated_step, mlp_problem
 
 
 def _assert_trees_equal(a, b):
@@ -138,7 +138,7 @@ def test_compiled_donated_step_copies_no_state_buffer():
     """Under donation, the steady-state call copies no parameter-sized buffer: only the
     switch call's init branch materialises fresh zeros (copies of a broadcast)."""
     tx = warmup_then(optax.adamw(1e-3), optax.adam(1e-3), 5)
-    copies = param_sized_copies(donated_step(tx), (256, 128))
+    copies = hlo.param_sized_copies(donated_step(tx).as_text(), (256, 128))
     flat = [src for srcs in copies.values() for src in srcs]
     assert all("broadcast" in src for src in flat), copies
     assert len(flat) <= 1, copies

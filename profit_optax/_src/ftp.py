@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from profit_optax._src.masks import resolve_static_mask
+from profit_optax._src.numerics import acc_dtype
 
 # Constants hard-coded in the authors' FTP class.
 _NORM_EPS = 1e-8  # added to every row L1 norm (``_mars_norm``)
@@ -56,7 +57,7 @@ class FTPState(NamedTuple):
       inner_state: State of the wrapped optimizer.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
     anchor: optax.Params
     prev_offset: optax.Params
     prev_inv_norm: optax.Params
@@ -92,11 +93,6 @@ def default_reduce_axes(x: jax.Array) -> tuple[int, ...]:
     if ndim >= 2:
         return tuple(range(ndim - 1))
     return tuple(range(ndim))
-
-
-def _acc_dtype(dtype: Any) -> Any:
-    """fp32 for half/single precision leaves, float64 for float64 leaves."""
-    return jnp.promote_types(dtype, jnp.float32)
 
 
 def _check_unit_interval(name: str, value: float) -> None:
@@ -232,7 +228,7 @@ def ftp(
 
     def _projected(params: optax.Params) -> tuple[Any, list[Any], list[bool]]:
         treedef = jax.tree.structure(params)
-        leaves = treedef.flatten_up_to(params)
+        leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
         excluded = resolve_static_mask(exclude_mask, params, "exclude_mask")
         if excluded is None:
             excluded = [False] * len(leaves)
@@ -254,10 +250,10 @@ def ftp(
 
         def inv_norm_zeros(p: jax.Array) -> jax.Array:
             shape = tuple(1 if a in _axes(p) else s for a, s in enumerate(p.shape))
-            return jnp.zeros(shape, _acc_dtype(p.dtype))
+            return jnp.zeros(shape, acc_dtype(p.dtype))
 
         def scalar(value: float) -> Callable[[jax.Array], jax.Array]:
-            return lambda p: jnp.asarray(value, _acc_dtype(p.dtype))
+            return lambda p: jnp.asarray(value, acc_dtype(p.dtype))
 
         return FTPState(
             count=jnp.zeros([], jnp.int32),
@@ -299,7 +295,12 @@ def ftp(
 
         first = state.count == 0
         t = state.count + 1
-        out_u, out_c, out_inv, out_gamma, out_m, out_v = ([] for _ in range(6))
+        out_u: list[Any] = []
+        out_c: list[Any] = []
+        out_inv: list[Any] = []
+        out_gamma: list[Any] = []
+        out_m: list[Any] = []
+        out_v: list[Any] = []
         for i, (p, g, u, pr) in enumerate(zip(p_leaves, g_leaves, u_leaves, proj, strict=True)):
             if not pr:
                 out_u.append(u)
@@ -307,7 +308,7 @@ def ftp(
                     out.append(masked)
                 continue
             w0, c_prev, inv_prev, gamma, m, v = (f[i] for f in fields)
-            acc = _acc_dtype(p.dtype)
+            acc = acc_dtype(p.dtype)
             axes = _axes(p)
             p32 = p.astype(acc)
             w0 = w0.astype(acc)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from profit_optax._src.masks import resolve_static_mask
+from profit_optax._src.numerics import acc_dtype
 
 
 class L2SPState(NamedTuple):
@@ -91,7 +92,7 @@ def l2sp(
 
     def _head_flags(params: optax.Params) -> tuple[Any, list[Any], list[bool]]:
         treedef = jax.tree.structure(params)
-        leaves = treedef.flatten_up_to(params)
+        leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
         flags = resolve_static_mask(head_mask, params, "head_mask")
         return treedef, leaves, [False] * len(leaves) if flags is None else flags
 
@@ -116,7 +117,7 @@ def l2sp(
         a_leaves = treedef.flatten_up_to(state.anchor)
         out = []
         for g, p, a, h in zip(g_leaves, p_leaves, a_leaves, head, strict=True):
-            acc = jnp.promote_types(g.dtype, jnp.float32)
+            acc = acc_dtype(g.dtype)
             pen = beta * p.astype(acc) if h else alpha * (p.astype(acc) - a.astype(acc))
             out.append((g.astype(acc) + pen).astype(g.dtype))
         return treedef.unflatten(out), state

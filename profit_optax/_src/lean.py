@@ -5,7 +5,9 @@ optimizers' states (about +25% training memory with Adam, Chakravarthy et al.,
 NeurIPS 2025, §5). The paper suggests that it "can be largely eliminated by
 approximating via the momentum buffer" and leaves the memory-efficient version
 as future work. :func:`profit_lean` is one such approximation: it keeps *no*
-parameter-sized buffer beyond the main optimizer's own state.
+parameter-sized buffer beyond the main optimizer's own state. Its state readers
+(``lean_ref_params``, ``find_profit_lean_state``) are in
+:mod:`profit_optax._src.readers`, next to PROFIT's.
 """
 
 from __future__ import annotations
@@ -17,25 +19,23 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from profit_optax._src.profit import (
-    _PROJECTIONS,
+from profit_optax._src.checks import check_projection, check_transformation, check_trees
+from profit_optax._src.numerics import (
     ProfitDiagnostics,
-    _acc_dtype,
-    _check_transformation,
-    _check_trees,
-    _f,
-    _find_unique,
-    _project,
-    _projection_sums,
-    _sumsq,
-    _zero_diagnostics,
+    acc_dtype,
+    project,
+    projection_sums,
+    sumsq,
+    to_acc,
+    zero_diagnostics,
 )
 
 __all__ = [
+    "DEFAULT_LEAN_REF_SCALE",
     "ProfitLeanState",
+    "displacement",
     "find_first_moment",
-    "find_profit_lean_state",
-    "lean_ref_params",
+    "moment_fn",
     "profit_lean",
 ]
 
@@ -45,6 +45,10 @@ __all__ = [
 _MOMENT_FIELDS = ("mu", "trace")
 
 FirstMomentFn = Callable[[optax.OptState], optax.Updates]
+
+#: :func:`profit_lean`'s default ``ref_scale`` (see its docstring for why it differs from
+#: :data:`~profit_optax.DEFAULT_REF_SCALE`).
+DEFAULT_LEAN_REF_SCALE = 0.01
 
 
 class ProfitLeanState(NamedTuple):
@@ -97,7 +101,7 @@ def find_first_moment(opt_state: optax.OptState, params: optax.Params) -> optax.
             continue
         for field in _MOMENT_FIELDS:
             value = getattr(node, field, None)
-            if value is None or jax.tree.structure(value) != p_def:
+            if value is None or jax.tree.structure(value) != p_def:  # type: ignore[operator]  # no stub for jaxlib's PyTreeDef
                 continue
             if [jnp.shape(v) for v in jax.tree.leaves(value)] != p_shapes:
                 continue
@@ -120,13 +124,15 @@ def find_first_moment(opt_state: optax.OptState, params: optax.Params) -> optax.
     )
 
 
-def _moment_fn(first_moment: FirstMomentFn | None) -> Callable[[Any, Any], Any]:
+def moment_fn(first_moment: FirstMomentFn | None) -> Callable[[Any, Any], Any]:
+    """``(main_state, params) -> m``: :func:`find_first_moment`, or ``first_moment``
+    with its result checked against the params' structure."""
     if first_moment is None:
         return find_first_moment
 
     def get(state, params):
         m = first_moment(state)
-        if jax.tree.structure(m) != jax.tree.structure(params):
+        if jax.tree.structure(m) != jax.tree.structure(params):  # type: ignore[operator]  # no stub for jaxlib's PyTreeDef
             raise ValueError(
                 "profit_lean: `first_moment(main_state)` must return a tree like the params.\n"
                 f"  returned: {jax.tree.structure(m)}\n  params:   {jax.tree.structure(params)}"
@@ -136,17 +142,17 @@ def _moment_fn(first_moment: FirstMomentFn | None) -> Callable[[Any, Any], Any]:
     return get
 
 
-def _displacement(moment: optax.Updates, scale: jax.Array) -> optax.Updates:
+def displacement(moment: optax.Updates, scale: jax.Array) -> optax.Updates:
     """Δ = −s·m/‖m‖ in the accumulation dtype; 0 where m = 0 or s = 0."""
-    mm = _sumsq(moment)
+    mm = sumsq(moment)
     factor = jnp.where(mm > 0, -scale / jnp.sqrt(jnp.where(mm > 0, mm, 1.0)), 0.0)
-    return jax.tree.map(lambda m: factor.astype(_acc_dtype(m.dtype)) * _f(m), moment)
+    return jax.tree.map(lambda m: factor.astype(acc_dtype(m.dtype)) * to_acc(m), moment)
 
 
 def profit_lean(
     optimizer: optax.GradientTransformation,
     *,
-    ref_scale: float = 0.01,
+    ref_scale: float = DEFAULT_LEAN_REF_SCALE,
     projection: Literal["global", "per_tensor"] = "global",
     first_moment: FirstMomentFn | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -194,16 +200,37 @@ def profit_lean(
       projection direction itself comes from m and is not affected.
     * The held parameters are **never** the model itself once m ≠ 0 (the
       exact mode's are, after each main call). Evaluate, log and checkpoint
-      :func:`lean_ref_params` (or checkpoint the raw params together with the
+      :func:`~profit_optax.lean_ref_params` (or checkpoint the raw params together with the
       optimizer state: θ_ref is a function of both).
 
     Must be the last transformation of a chain, like :func:`~profit_optax.profit`.
     A non-finite gradient skips the call (zero update, state unchanged but for
     ``diagnostics.nonfinite_count``).
 
+    Why a transformation of its own rather than an option of ``profit``: it is a
+    different algorithm with a different contract. It takes no reference optimizer,
+    no ``n_ref``, no one-call mode and no ``reset_reference_state`` (every one of
+    ``profit``'s own arguments would be invalid with it), it needs a main
+    optimizer with momentum, its state (:class:`ProfitLeanState`) holds no θ_ref,
+    and its held parameters are never the model. ``profit(memory="lean")``, the
+    earlier spelling, is deprecated and calls this function. The state readers
+    :func:`~profit_optax.ref_params` and :func:`~profit_optax.diagnostics` accept
+    both states; :func:`~profit_optax.lean_ref_params` is needed only with
+    ``first_moment``.
+
+    Why ``ref_scale`` defaults to 0.01 here and to
+    :data:`~profit_optax.DEFAULT_REF_SCALE` (3e-4) in ``profit``: the two scales
+    do different jobs. In ``profit`` it sets the automatic reference step, which
+    produces Δ; 3e-4 was chosen by the λ_ref sweeps of that step
+    (``docs/lambda_ref.md``), which never ran this mode. Here Δ's direction comes
+    from the momentum and ``ref_scale`` only sets how far from θ_ref the gradient
+    is evaluated; the accuracy of this mode was measured at 0.01
+    (``docs/real_runs.md``), and a 30× smaller probe would more often fall below
+    a bfloat16 parameter's resolution and be absorbed by rounding.
+
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np, optax
-      >>> from profit_optax._src.lean import lean_ref_params, profit_lean
+      >>> from profit_optax import lean_ref_params, profit_lean
       >>> tx = profit_lean(optax.adam(0.1), ref_scale=0.1)
       >>> params = {"w": jnp.array([1.0, -1.0])}
       >>> state = tx.init(params)
@@ -221,13 +248,14 @@ def profit_lean(
       optimizer: the main optimizer; its state must hold exactly one first-moment
         buffer shaped like the params (see :func:`find_first_moment`), or pass
         ``first_moment``.
-      ref_scale: ‖Δ‖ relative to the main optimizer's last step (positive).
+      ref_scale: ‖Δ‖ relative to the main optimizer's last step (positive;
+        default 0.01, see above).
       projection: ``"global"`` (one inner product over all parameters, as in the
         paper) or ``"per_tensor"``.
       first_moment: optional function ``main_state -> tree like params`` that
         returns the buffer to use as m (for optimizers whose momentum is not a
         ``mu`` / ``trace`` field). Pass the same function to
-        :func:`lean_ref_params`.
+        :func:`~profit_optax.lean_ref_params`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -240,15 +268,12 @@ def profit_lean(
         ``init`` if the main optimizer has no (or more than one) first-moment
         buffer; at ``update`` for ``params=None`` or mismatched trees.
     """
-    _check_transformation(optimizer, "optimizer")
+    check_transformation(optimizer, "optimizer", "profit_lean")
     if isinstance(ref_scale, bool) or not (isinstance(ref_scale, int | float) and ref_scale > 0):
         raise ValueError(f"profit_lean: `ref_scale` must be a positive number, got {ref_scale!r}.")
-    if projection not in _PROJECTIONS:
-        raise ValueError(
-            f"profit_lean: `projection` must be one of {_PROJECTIONS}, got {projection!r}."
-        )
+    check_projection(projection, "profit_lean")
     optimizer = optax.with_extra_args_support(optimizer)
-    get_moment = _moment_fn(first_moment)
+    get_moment = moment_fn(first_moment)
 
     def init_fn(params: optax.Params) -> ProfitLeanState:
         main_state = optimizer.init(params)
@@ -256,7 +281,7 @@ def profit_lean(
         return ProfitLeanState(
             scale=jnp.zeros((), jnp.float32),
             main_state=main_state,
-            diagnostics=_zero_diagnostics(),
+            diagnostics=zero_diagnostics(),
         )
 
     def update_fn(
@@ -265,24 +290,24 @@ def profit_lean(
         params: optax.Params | None = None,
         **extra_args: Any,
     ) -> tuple[optax.Updates, ProfitLeanState]:
-        _check_trees(updates, params)
+        check_trees(updates, params, "profit_lean")
         grads = updates
-        gg = _sumsq(grads)
+        gg = sumsq(grads)
         finite = jnp.isfinite(gg)
 
         def step(ops):
             scale, main_state, diag = ops
-            delta = _displacement(get_moment(main_state, params), scale)
-            theta_ref = jax.tree.map(lambda p, d: (_f(p) - d).astype(p.dtype), params, delta)
-            g_proj, new_diag = _project(grads, delta, projection, _projection_sums(grads, delta))
+            delta = displacement(get_moment(main_state, params), scale)
+            theta_ref = jax.tree.map(lambda p, d: (to_acc(p) - d).astype(p.dtype), params, delta)
+            g_proj, new_diag = project(grads, delta, projection, projection_sums(grads, delta))
             u, main_state = optimizer.update(g_proj, main_state, theta_ref, **extra_args)
-            new_scale = (ref_scale * jnp.sqrt(_sumsq(u))).astype(jnp.float32)
-            new_delta = _displacement(get_moment(main_state, params), new_scale)
+            new_scale = (ref_scale * jnp.sqrt(sumsq(u))).astype(jnp.float32)
+            new_delta = displacement(get_moment(main_state, params), new_scale)
 
             def out(p, ui, dn, do):
                 # One rounding: land on round(θ' + u + Δ' − Δ), then express it relative to θ'.
-                acc = _acc_dtype(p.dtype)
-                target = (p.astype(acc) + (_f(ui) + dn - do)).astype(p.dtype)
+                acc = acc_dtype(p.dtype)
+                target = (p.astype(acc) + (to_acc(ui) + dn - do)).astype(p.dtype)
                 return (target.astype(acc) - p.astype(acc)).astype(p.dtype)
 
             out_updates = jax.tree.map(out, params, u, new_delta, delta)
@@ -300,34 +325,3 @@ def profit_lean(
         return out_updates, ProfitLeanState(scale=scale, main_state=main_state, diagnostics=diag)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def find_profit_lean_state(opt_state: Any) -> ProfitLeanState:
-    """Returns the unique :class:`ProfitLeanState` inside ``opt_state``.
-
-    Raises:
-      ValueError: if there is none or more than one.
-    """
-    return _find_unique(opt_state, ProfitLeanState)
-
-
-def lean_ref_params(
-    params: optax.Params, opt_state: Any, *, first_moment: FirstMomentFn | None = None
-) -> optax.Params:
-    """The model θ_ref = params − Δ(m, s) of a :func:`profit_lean` run.
-
-    The counterpart of :func:`~profit_optax.ref_params` for the lean mode: the
-    parameters held between calls are the probe point θ'; evaluate, log and
-    export these instead. Jittable; returns a tree like ``params`` (same dtypes).
-
-    Args:
-      params: the current parameters (the probe point).
-      opt_state: the :class:`ProfitLeanState`, or a state containing exactly one.
-      first_moment: the same function passed to :func:`profit_lean`, if any.
-
-    Returns:
-      A tree like ``params``.
-    """
-    state = find_profit_lean_state(opt_state)
-    delta = _displacement(_moment_fn(first_moment)(state.main_state, params), state.scale)
-    return jax.tree.map(lambda p, d: (_f(p) - d).astype(p.dtype), params, delta)

@@ -160,7 +160,7 @@ def _numbered_layers(params: Any) -> list[str] | None:
         (group,) = groups.values()
     else:
         # A list container: nnx.List / Python list of layers under one top-level key.
-        lists = {}
+        lists: dict[Any, set[int]] = {}
         for path in _paths(params):
             if len(path) > 1 and isinstance(path[1], int):
                 lists.setdefault(path[0], set()).add(path[1])
@@ -340,7 +340,7 @@ def resolve_static_mask(mask: Any, params: Any, what: str) -> list[bool] | None:
         mask = mask(params)
     treedef = jax.tree.structure(params)
     try:
-        leaves = treedef.flatten_up_to(mask)
+        leaves = treedef.flatten_up_to(mask)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
     except (ValueError, TypeError) as e:
         raise ValueError(
             f"{what} must be a pytree of bools with the same structure as params "

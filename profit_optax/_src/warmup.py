@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from profit_optax._src.checks import check_transformation
+
 __all__ = ["WarmupThenState", "warmup_then"]
 
 
@@ -31,7 +33,7 @@ class WarmupThenState(NamedTuple):
         ``optimizer.init`` of the params reached.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
     warmup_state: optax.OptState
     opt_state: optax.OptState
 
@@ -95,12 +97,8 @@ def warmup_then(
       TypeError: if an optimizer is not a gradient transformation.
       ValueError: if ``warmup_steps`` is not a non-negative integer.
     """
-    for tx, name in ((warmup_optimizer, "warmup_optimizer"), (optimizer, "optimizer")):
-        if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
-            raise TypeError(
-                f"warmup_then: `{name}` must be an optax.GradientTransformation (an object "
-                f"with `init` and `update`), got {type(tx).__name__}: {tx!r}."
-            )
+    check_transformation(warmup_optimizer, "warmup_optimizer", "warmup_then")
+    check_transformation(optimizer, "optimizer", "warmup_then")
     if (
         isinstance(warmup_steps, bool)
         or not isinstance(warmup_steps, int | jnp.integer)
