@@ -431,6 +431,8 @@ def _check_mask(mask: Any, params: Params, what: str, method: str) -> Any:
     if callable(mask):
         mask = mask(params)
     flags = resolve_static_mask(mask, params, f"{method}: {what}")
+    if flags is None:  # make_method checks for a missing mask before calling this
+        raise ValueError(f"{method}: requires {what}=.")
     if not any(flags):
         raise ValueError(f"{method}: {what} selects no parameter.")
     if all(flags):
