@@ -157,3 +157,13 @@ def test_environment_names_command_commit_versions_and_machine():
     assert len(env["git_commit"]) == 40 or env["git_commit"] == "unknown"
     assert {"jax", "optax", "flax", "numpy", "python"} <= set(env["versions"])
     assert env["machine"]["backend"] == "cpu"
+
+
+def test_metric_reads_a_diverged_run_as_nan():
+    """NaN is stored as JSON null; every reader turns it back into NaN, never a TypeError."""
+    from experiments.paper_toy.suite import criterion
+
+    assert math.isnan(protocol.metric({"old": None, "new": None}, "mean"))
+    assert math.isnan(protocol.metric({"old": 0.5, "new": None}, "new"))
+    assert protocol.metric({"old": 0.5, "new": 0.25}, "mean") == 0.375
+    assert criterion({"val": {"old": None, "new": None}}) == math.inf

@@ -186,7 +186,9 @@ def is_profit(method: str) -> bool:
 
 def metric(split: Mapping[str, Any], key: str) -> float:
     """``old``, ``new`` or their ``mean`` from an ``{"old", "new"}`` record (NaN if missing)."""
-    value = (split["old"] + split["new"]) / 2 if key == "mean" else split[key]
+    if key == "mean":
+        return (metric(split, "old") + metric(split, "new")) / 2
+    value = split[key]
     return math.nan if value is None else float(value)
 
 

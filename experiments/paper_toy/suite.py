@@ -220,9 +220,8 @@ class Suite:
 
 def criterion(record: Mapping[str, Any]) -> float:
     """Selection score: mean of old and new validation MSE (lower is better)."""
-    v = record["val"]
-    score = (v["old"] + v["new"]) / 2
-    return score if score is not None and math.isfinite(score) else math.inf
+    score = protocol.metric(record["val"], "mean")  # NaN for a diverged run (stored null)
+    return score if math.isfinite(score) else math.inf
 
 
 def _jsonable_grid(spec: Any) -> dict[str, tuple]:

@@ -283,8 +283,7 @@ def _profit_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
 
 def criterion(record: Mapping[str, Any]) -> float:
     """Selection score (lower is better): −(mean of old and new validation accuracy)."""
-    v = record["val"]
-    score = -(v["old"] + v["new"]) / 2
+    score = -protocol.metric(record["val"], "mean")
     return score if math.isfinite(score) else math.inf
 
 
