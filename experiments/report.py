@@ -7,8 +7,9 @@ Every experiment table in ``README.md`` sits between markers::
     <!-- /report:NAME -->
 
 and is rendered by this module from a committed ``results.json`` (never typed
-by hand). ``python -m experiments.report`` rewrites the blocks in place;
-``--check`` exits with status 1 and names the stale blocks instead.
+by hand). ``python -m experiments.report`` rewrites the blocks in place (and the cross-task figure
+``experiments/results/verdict_diagnostics.png``); ``--check`` exits with status 1 and
+names the stale blocks instead.
 ``tests/test_report.py`` runs the check, so the README cannot drift from the
 files.
 """
@@ -112,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     if changed:
         args.readme.write_text(new)
     print(f"rewrote {changed}" if changed else "README blocks are current")
+    from experiments import verdict
+
+    figure = verdict.plot_diagnostics(RESULTS, RESULTS / "verdict_diagnostics.png")
+    if figure is not None:
+        print(f"wrote {figure}")
     return 0
 
 

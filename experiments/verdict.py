@@ -202,3 +202,33 @@ def table(root: Path) -> str:
         "the toys). Verdict from the interval of Δ mean: better / worse when it excludes 0."
     )
     return "\n".join(lines) + "\n\n" + note
+
+
+def plot_diagnostics(root: Path, path: Path) -> Path | None:
+    """PROFIT's diagnostics along fine-tuning, one line per task that logged them (the best
+    PROFIT row of each task, mean over seeds), labelled with the task's verdict word."""
+    from experiments.common import plotting
+
+    curves: dict[str, Any] = {}
+    for rel, build in SOURCES:
+        file = root / rel
+        if not file.exists() or not rel.startswith("recipe_"):
+            continue
+        res = json.loads(file.read_text())
+        for r in build(res):
+            row = res["rows"][r["profit"]]
+            if r["profit"].endswith("@main") or "train_conflict" not in row["runs"][0]["curve"][-1]:
+                continue
+            curves[f"{r['task']} ({r['model']}): {r['word']}"] = row
+    if not curves:
+        return None
+    return plotting.plot_row_curves(
+        curves,
+        path,
+        panels=[
+            ("train_conflict", "conflict rate"),
+            ("train_cos_g_delta", "cos(g, Δ)"),
+            ("train_removed_frac", "removed fraction of ‖g‖"),
+        ],
+        title="PROFIT's best row per task: diagnostics along fine-tuning (mean over seeds)",
+    )
