@@ -14,7 +14,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ import numpy as np
 
 from experiments.lambda_sweep import sweep as sw
 from experiments.toy2d import train
-from experiments.toy2d.config import DEFAULT_METHODS, get_config, to_dict
+from experiments.toy2d.config import DEFAULT_METHODS, get_config
 from experiments.toy2d.data import make_data
 from experiments.toy2d.model import MLP, mse
 
@@ -152,9 +151,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sw.add_x64_argument(p)
     args = p.parse_args(argv)
     dtype = sw.fine_tune_dtype(args.x64)
-    cfg = get_config(quick=args.quick)
+    cfg = get_config("quick" if args.quick else "full")
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
-    cfg = dataclasses.replace(cfg, seeds=tuple(seeds))
+    cfg.seeds = tuple(seeds)
     ratios = args.ratios or (QUICK_RATIOS if args.quick else RATIOS)
     scales = args.ref_scales or (QUICK_REF_SCALES if args.quick else REF_SCALES)
     methods = {n: dict(DEFAULT_METHODS[n]) for n in args.methods}
@@ -178,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "ref_scales": list(scales),
         "finetune_update_calls": records[0]["steps"],
         "total_wall_time_s": round(total, 1),
-        "config": to_dict(cfg),
+        "config": cfg.to_dict(),
         "versions": sw.versions(),
     }
     paths = sw.write_outputs(

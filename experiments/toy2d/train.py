@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
-from experiments.toy2d.config import FinetuneConfig, PretrainConfig
 from experiments.toy2d.data import Split, ToyData, batch_indices
 from experiments.toy2d.model import mse
 
@@ -58,7 +58,7 @@ def init_params(model: nn.Module, seed: int) -> Params:
 def pretrain(
     model: nn.Module,
     data: ToyData,
-    cfg: PretrainConfig,
+    cfg: ConfigDict,
     seed: int,
     *,
     progress: bool = True,
@@ -124,7 +124,7 @@ def _stream(seed: int, purpose: int) -> int:
     return int(np.random.SeedSequence([seed, purpose]).generate_state(1)[0])
 
 
-def finetune_order(data: ToyData, cfg: FinetuneConfig, steps: int, seed: int) -> np.ndarray:
+def finetune_order(data: ToyData, cfg: ConfigDict, steps: int, seed: int) -> np.ndarray:
     """The fine-tuning mini-batch order for ``seed``; shared by every method."""
     return batch_indices(data.new.train.x.shape[0], cfg.batch_size, steps, _stream(seed, 2))
 
