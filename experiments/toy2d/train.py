@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -15,28 +15,11 @@ import optax
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
+from experiments.common.train import MethodLike
 from experiments.toy2d.data import Split, ToyData, batch_indices
 from experiments.toy2d.model import mse
 
 Params = Any
-
-
-class MethodLike(Protocol):
-    """The part of ``profit_optax.registry.Method`` that the fine-tuning loop uses."""
-
-    name: str
-    tx: optax.GradientTransformation
-
-    @property
-    def period(self) -> int: ...
-
-    def init_params(self, params: Params) -> Any: ...
-
-    def grad_params(self, stored: Any) -> Params: ...
-
-    def eval_params(self, stored: Any, opt_state: optax.OptState) -> Params: ...
-
-    def apply(self, stored: Any, updates: Any) -> Any: ...
 
 
 def _scan_steps(
