@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 
 import profit_optax
-from experiments.lambda_sweep import sweep as sw
+from experiments.lambda_sweep import grid, stats
 
 FILES = ("json", "csv", "md", "png")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_points_include_the_default_ref_scale_and_set_hparams():
-    pts = sw.make_points({"profit": {"learning_rate": 1e-3, "ref_learning_rate": 1e-6}}, [1e-2], [])
-    assert [(p.kind, p.value) for p in pts] == [("fixed", 1e-5), ("auto", sw.default_ref_scale())]
-    assert sw.default_ref_scale() == profit_optax.DEFAULT_REF_SCALE == 3e-4
+    base = {"profit": {"learning_rate": 1e-3, "ref_learning_rate": 1e-6}}
+    pts = grid.make_points(base, [1e-2], [])
+    assert [(p.kind, p.value) for p in pts] == [("fixed", 1e-5), ("auto", grid.default_ref_scale())]
+    assert grid.default_ref_scale() == profit_optax.DEFAULT_REF_SCALE == 3e-4
     assert pts[0].hparams({"learning_rate": 1e-3, "ref_learning_rate": 1e-6}) == {
         "learning_rate": 1e-3,
         "ref_learning_rate": 1e-5,
@@ -49,21 +50,21 @@ def test_best_fixed_is_chosen_on_validation_and_the_bar_uses_seed_noise(lower):
         ("fixed", 1e-5): [sign * v for v in (1.0, 1.2, 1.1)],
         ("fixed", 1e-6): [sign * v for v in (2.0, 2.0, 2.0)],
         # the default: 0.05 worse than the best fixed λ_ref, whose std is 0.1: within noise
-        ("auto", sw.default_ref_scale()): [sign * v for v in (1.05, 1.25, 1.15)],
+        ("auto", grid.default_ref_scale()): [sign * v for v in (1.05, 1.25, 1.15)],
         ("auto", 0.1): [sign * v for v in (1.6, 1.6, 1.6)],
     }
-    metric = sw.Metric("m", lower_is_better=lower)
-    res = sw.summarize(_records(values, lower), metric)["profit"]
+    metric = stats.Metric("m", lower_is_better=lower)
+    res = stats.summarize(_records(values, lower), metric)["profit"]
     assert res["best_fixed"]["value"] == 1e-5
-    assert res["best_ref_scale"]["value"] == sw.default_ref_scale()
+    assert res["best_ref_scale"]["value"] == grid.default_ref_scale()
     bar = res["bar"]
     assert bar["gap"] == pytest.approx(0.05) and bar["noise"] == pytest.approx(0.1)
     assert bar["paired_gap_mean"] == pytest.approx(0.05)
     assert bar["paired_gap_std"] == pytest.approx(0.0, abs=1e-12)
     assert bar["holds"]
     for worse in [(1.5, 1.5, 1.5), (1.0, 1.0, 1e3)]:  # consistently worse; one seed blows up
-        values[("auto", sw.default_ref_scale())] = [sign * v for v in worse]
-        assert not sw.summarize(_records(values, lower), metric)["profit"]["bar"]["holds"]
+        values[("auto", grid.default_ref_scale())] = [sign * v for v in worse]
+        assert not stats.summarize(_records(values, lower), metric)["profit"]["bar"]["holds"]
 
 
 def _check_outputs(out, name, methods):

@@ -24,14 +24,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.lambda_sweep import sweep as sw
+from experiments.common import results
+from experiments.lambda_sweep import grid, precision, report, runs, stats
 from experiments.toy2d import train
 from experiments.toy2d.config import DEFAULT_METHODS, get_config
 from experiments.toy2d.data import make_data
 from experiments.toy2d.model import MLP, mse
 
 TASK = "toy2d"
-METRIC = sw.Metric("MSE", lower_is_better=True)
+METRIC = stats.Metric("MSE", lower_is_better=True)
 RATIOS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 REF_SCALES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 QUICK_RATIOS = (1e-2, 1e-4)
@@ -76,11 +77,11 @@ def make_runner(cfg, methods, seeds, progress: bool = False, dtype: Any = None):
     for s in seeds:
         t0 = time.perf_counter()
         pre[s] = train.pretrain(model, data[s], cfg.pretrain, s, progress=progress)[0]
-        pre[s] = sw.cast_params(pre[s], dtype)
+        pre[s] = precision.cast_params(pre[s], dtype)
         print(f"pretrained seed {s} in {time.perf_counter() - t0:.1f}s", flush=True)
-    compiled: dict[sw.Point, Any] = {}
+    compiled: dict[grid.Point, Any] = {}
 
-    def build(point: sw.Point):
+    def build(point: grid.Point):
         params = pre[seeds[0]]
         kw = {"head_mask": masks.head_mask(params), "embed_mask": masks.embedding_mask(params)}
         method = make_method(point.method, params, **kw, **point.hparams(methods[point.method]))
@@ -103,7 +104,7 @@ def make_runner(cfg, methods, seeds, progress: bool = False, dtype: Any = None):
 
         return steps, run
 
-    def run_fn(point: sw.Point, seed: int) -> dict[str, Any]:
+    def run_fn(point: grid.Point, seed: int) -> dict[str, Any]:
         if point not in compiled:
             compiled[point] = build(point)
         steps, run = compiled[point]
@@ -129,7 +130,7 @@ def make_runner(cfg, methods, seeds, progress: bool = False, dtype: Any = None):
 
     def reference() -> dict[str, float]:
         rows = [train.evaluate(model, pre[s], data[s].old.test, data[s].new.test) for s in seeds]
-        return sw.reference_stats([{"old_test": r["old"], "new_test": r["new"]} for r in rows])
+        return stats.reference_stats([{"old_test": r["old"], "new_test": r["new"]} for r in rows])
 
     run_fn.reference = reference
     return run_fn
@@ -148,27 +149,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ratios", type=float, nargs="+", default=None, help="λ_ref / λ_main grid")
     p.add_argument("--ref-scales", type=float, nargs="+", default=None)
     p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
-    sw.add_x64_argument(p)
+    precision.add_x64_argument(p)
     args = p.parse_args(argv)
-    dtype = sw.fine_tune_dtype(args.x64)
+    dtype = precision.fine_tune_dtype(args.x64)
     cfg = get_config("quick" if args.quick else "full")
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
     cfg.seeds = tuple(seeds)
     ratios = args.ratios or (QUICK_RATIOS if args.quick else RATIOS)
     scales = args.ref_scales or (QUICK_REF_SCALES if args.quick else REF_SCALES)
     methods = {n: dict(DEFAULT_METHODS[n]) for n in args.methods}
-    points = sw.make_points(methods, ratios, scales)
+    points = grid.make_points(methods, ratios, scales)
     t0 = time.perf_counter()
     run_fn = make_runner(cfg, methods, seeds, dtype=dtype)
-    records = sw.run_sweep(points, seeds, run_fn)
+    records = runs.run_sweep(points, seeds, run_fn)
     total = time.perf_counter() - t0
-    summary = sw.summarize(
+    summary = stats.summarize(
         records, METRIC, {n: float(m["learning_rate"]) for n, m in methods.items()}
     )
     argv = sys.argv[1:] if argv is None else list(argv)
     title = "2D toy" + (" (quick)" if args.quick else "") + (", float64" if args.x64 else "")
     meta = {
-        "command": " ".join(["python -m experiments.lambda_sweep.toy2d", *argv]),
         "seeds": seeds,
         "methods": {
             n: {k: v for k, v in m.items() if k != "ref_learning_rate"} for n, m in methods.items()
@@ -178,11 +178,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "finetune_update_calls": records[0]["steps"],
         "total_wall_time_s": round(total, 1),
         "config": cfg.to_dict(),
-        "versions": sw.versions(),
+        "environment": results.environment(
+            " ".join(["python -m experiments.lambda_sweep.toy2d", *argv])
+        ),
     }
-    paths = sw.write_outputs(
+    paths = report.write_outputs(
         args.out,
-        task=sw.variant(TASK, x64=args.x64, quick=args.quick),
+        task=grid.variant(TASK, x64=args.x64, quick=args.quick),
         title=title,
         metric=METRIC,
         records=records,

@@ -31,12 +31,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.common import transfer
+from experiments.common import results, transfer
+from experiments.common.cache import RunCache
 from experiments.common.data import ArrayDataset, eval_batches, train_batches
 from experiments.common.train import Trainer, make_classifier_eval
-from experiments.lambda_sweep import sweep as sw
+from experiments.lambda_sweep import grid, precision, report, runs, stats
 
-METRIC = sw.Metric("accuracy (%)", lower_is_better=False)
+METRIC = stats.Metric("accuracy (%)", lower_is_better=False)
 
 
 def split_half(ds: ArrayDataset, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
@@ -79,7 +80,7 @@ def make_runner(
     old_model = model_factory(config.model, data.old_train.num_classes)
     new_model = model_factory(config.model, data.new_train.num_classes)
     pretrained, pre_summary = transfer.pretrain(config, old_model, data, workdir, progress=False)
-    old_head = sw.cast_params(pretrained[transfer.HEAD], dtype)
+    old_head = precision.cast_params(pretrained[transfer.HEAD], dtype)
     splits = {"old": split_half(data.old_test), "new": split_half(data.new_test)}
     evaluate_old = make_classifier_eval(transfer.make_apply_fn(old_model))
     evaluate_new = make_classifier_eval(transfer.make_apply_fn(new_model))
@@ -98,12 +99,12 @@ def make_runner(
 
     loss_fn = transfer.make_loss_fn(new_model, config.augment)
     params = transfer.finetune_params(pretrained, new_model, data.new_train)
-    params = sw.cast_params(params, dtype)
+    params = precision.cast_params(params, dtype)
     extra = transfer.default_mask_fn(params)
     ft = config.finetune
-    trainers: dict[sw.Point, Trainer] = {}
+    trainers: dict[grid.Point, Trainer] = {}
 
-    def run_fn(point: sw.Point, seed: int) -> dict[str, Any]:
+    def run_fn(point: grid.Point, seed: int) -> dict[str, Any]:
         if point not in trainers:
             hp = point.hparams(methods[point.method])
             trainers[point] = Trainer(make_method(point.method, params, **extra, **hp), loss_fn)
@@ -132,7 +133,7 @@ def make_runner(
         }
 
     def reference() -> dict[str, float]:
-        return sw.reference_stats([eval_fn(params)])  # no fine-tuning: one number, std 0
+        return stats.reference_stats([eval_fn(params)])  # no fine-tuning: one number, std 0
 
     run_fn.reference = reference
     return run_fn, pre_summary
@@ -153,7 +154,7 @@ def parser(
     p.add_argument("--workdir", type=Path, default=Path(f"runs/lambda_sweep/{task}"))
     p.add_argument("--pretrained-from", type=Path, default=None, help="pipeline workdir to copy")
     p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
-    sw.add_x64_argument(p)
+    precision.add_x64_argument(p)
     return p
 
 
@@ -170,7 +171,7 @@ def main(
 ) -> dict[str, Any]:
     """CLI shared by the MLP and ViT sweeps; returns the summary."""
     args = parser(task, ratios, ref_scales).parse_args(argv)
-    dtype = sw.fine_tune_dtype(args.x64)
+    dtype = precision.fine_tune_dtype(args.x64)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = get_config()
     config.quick = bool(args.quick)
@@ -199,7 +200,7 @@ def main(
             raise ValueError(f"{label}: only registry names are supported")
         methods[label] = spec
     seeds = list(config.finetune.seeds)
-    points = sw.priority_order(sw.make_points(methods, args.ratios, args.ref_scales), methods)
+    points = grid.priority_order(grid.make_points(methods, args.ratios, args.ref_scales), methods)
     t0 = time.perf_counter()
     run_fn, pre_summary = make_runner(config, model_factory, workdir, methods, dtype)
     blob = json.dumps(
@@ -216,17 +217,16 @@ def main(
         default=str,
     )
     fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    records = sw.run_sweep(
-        points, seeds, run_fn, cache_dir=workdir / "runs", fingerprint=fingerprint
+    records = runs.run_sweep(
+        points, seeds, run_fn, cache=RunCache(workdir / "runs"), fingerprint=fingerprint
     )
     total = time.perf_counter() - t0
-    summary = sw.summarize(
+    summary = stats.summarize(
         records, METRIC, {n: float(m["learning_rate"]) for n, m in methods.items()}
     )
     argv = sys.argv[1:] if argv is None else list(argv)
     ft = config.finetune
     meta = {
-        "command": " ".join([f"python -m experiments.lambda_sweep.{task}", *argv]),
         "config": config.name
         + (" (quick)" if args.quick else "")
         + (", float64" if args.x64 else ""),
@@ -240,10 +240,12 @@ def main(
         "splits": "each task's TFDS test split cut in halves (fixed permutation, seed 0): "
         "validation (choices) / test (reported)",
         "total_wall_time_s": round(total, 1),
-        "versions": sw.versions(),
+        "environment": results.environment(
+            " ".join([f"python -m experiments.lambda_sweep.{task}", *argv])
+        ),
     }
-    name = sw.variant(task, x64=args.x64, quick=args.quick)
-    paths = sw.write_outputs(
+    name = grid.variant(task, x64=args.x64, quick=args.quick)
+    paths = report.write_outputs(
         args.out,
         task=name,
         title=meta["config"],
