@@ -60,7 +60,7 @@ def test_best_fixed_is_chosen_on_validation_and_the_bar_uses_seed_noise(lower):
     bar = res["bar"]
     assert bar["gap"] == pytest.approx(0.05) and bar["noise"] == pytest.approx(0.1)
     assert bar["paired_gap_mean"] == pytest.approx(0.05)
-    assert bar["paired_gap_std"] == pytest.approx(0.0, abs=1e-12)
+    assert bar["paired_gap_se"] == pytest.approx(0.0, abs=1e-12)
     assert bar["holds"]
     for worse in [(1.5, 1.5, 1.5), (1.0, 1.0, 1e3)]:  # consistently worse; one seed blows up
         values[("auto", grid.default_ref_scale())] = [sign * v for v in worse]

@@ -22,10 +22,10 @@ def plot(
 ) -> None:
     """Two rows × three columns (old, new, mean metric on test).
 
-    Top row: metric against the fixed λ_ref (log axis, mean ± std over seeds, ★ = chosen on
-    validation) with the automatic rule at the default ``ref_scale`` as a horizontal band
-    (mean ± std). Bottom row: the automatic rule against ``ref_scale``, with the best fixed
-    λ_ref (chosen on validation) as the band.
+    Top row: metric against the fixed λ_ref (log axis, mean ± standard error over seeds,
+    ★ = chosen on validation) with the automatic rule at the default ``ref_scale`` as a
+    horizontal band (mean ± standard error). Bottom row: the automatic rule against
+    ``ref_scale``, with the best fixed λ_ref (chosen on validation) as the band.
     """
     import matplotlib
 
@@ -50,7 +50,7 @@ def plot(
                 if pts:
                     x = [r["value"] for r in pts]
                     y = [r[f"{f}_test_mean"] for r in pts]
-                    e = [r[f"{f}_test_std"] for r in pts]
+                    e = [r[f"{f}_test_se"] for r in pts]
                     kind = "fixed SGD λ_ref" if row == 0 else "auto rule"
                     ax.errorbar(
                         x, y, yerr=e, color=c, marker="o", capsize=3, label=f"{method}: {kind}"
@@ -77,7 +77,7 @@ def plot(
                         label=f"{method}: auto's ‖Δ‖/‖g‖ (equivalent λ_ref)",
                     )
                 if band is not None:
-                    mu, sd = band[f"{f}_test_mean"], band[f"{f}_test_std"]
+                    mu, sd = band[f"{f}_test_mean"], band[f"{f}_test_se"]
                     # on a log axis a band reaching below 0 would fill the whole panel:
                     # draw only its upper half then
                     low = mu - sd if (mu - sd > 0 or not metric.lower_is_better) else mu
@@ -118,7 +118,7 @@ def plot(
         )
     fig.suptitle(
         f"{title}\ntop: fixed SGD reference λ_ref (★ chosen on validation) vs the automatic "
-        "rule (band: mean ± std over seeds); bottom: the automatic rule's ref_scale",
+        "rule (band: mean ± standard error over seeds); bottom: the automatic rule's ref_scale",
         fontsize=11,
     )
     fig.tight_layout()

@@ -9,12 +9,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from experiments.common import results
+from experiments.lambda_sweep import runs
 from experiments.lambda_sweep.grid import default_ref_scale
 from experiments.lambda_sweep.plot import plot
 from experiments.lambda_sweep.stats import EXTRA_KEYS, FIELDS, Metric, summarize
@@ -32,7 +33,7 @@ def format_tables(summary: Mapping[str, Any], metric: Metric, digits: int) -> st
         lines += [
             f"### {method}",
             "",
-            f"Test {metric.name} ({better} is better), mean ± sample std over seeds; the "
+            f"Test {metric.name} ({better} is better), {results.SPREAD}; the "
             "'mean' column is (old + new) / 2. `val mean` is the validation number used for "
             "the choice (★ = best fixed λ_ref on validation, ☆ = best ref_scale on validation).",
             "",
@@ -56,9 +57,9 @@ def format_tables(summary: Mapping[str, Any], metric: Metric, digits: int) -> st
             rm = f"{r['removed_frac_mean']:.2g}" if "removed_frac_mean" in r else "-"
             t = f"{r['time_s_mean']:.1f}" if "time_s_mean" in r else "-"
             lines.append(
-                f"| {what}{star} | {_fmt(r['old_test_mean'], r['old_test_std'], digits)} | "
-                f"{_fmt(r['new_test_mean'], r['new_test_std'], digits)} | "
-                f"{_fmt(r['mean_test_mean'], r['mean_test_std'], digits)} | "
+                f"| {what}{star} | {_fmt(r['old_test_mean'], r['old_test_se'], digits)} | "
+                f"{_fmt(r['new_test_mean'], r['new_test_se'], digits)} | "
+                f"{_fmt(r['mean_test_mean'], r['mean_test_se'], digits)} | "
                 f"{r['mean_val_mean']:.{digits}f} | {eq} | {pr} | {rm} | {t} |"
             )
         lines.append("")
@@ -67,8 +68,8 @@ def format_tables(summary: Mapping[str, Any], metric: Metric, digits: int) -> st
         "",
         f"Test mean-of-old-and-new {metric.name} ({better} is better). Best fixed λ_ref chosen "
         "on validation; gap > 0 means the automatic rule is worse; noise = the best fixed λ_ref's "
-        "sample std over seeds; within noise = gap ≤ noise; paired gap = per-seed difference, "
-        "mean ± std.",
+        "sample standard deviation over seeds (the bar's criterion); within noise = gap ≤ noise; "
+        "paired gap = per-seed difference; means ± standard error over seeds.",
         "",
         "| method | compared with | λ_ref | its mean | auto (default) mean | gap | noise | "
         "paired gap | within noise? |",
@@ -86,10 +87,10 @@ def format_tables(summary: Mapping[str, Any], metric: Metric, digits: int) -> st
                 continue
             lines.append(
                 f"| {method} | {what} | {b['best_value']:.3g} | "
-                f"{_fmt(b['best_mean'], b['best_std'], digits)} | "
-                f"{_fmt(b['auto_mean'], b['auto_std'], digits)} | {b['gap']:+.{digits}f} | "
+                f"{_fmt(b['best_mean'], b['best_se'], digits)} | "
+                f"{_fmt(b['auto_mean'], b['auto_se'], digits)} | {b['gap']:+.{digits}f} | "
                 f"{b['noise']:.{digits}f} | "
-                f"{_fmt(b['paired_gap_mean'], b['paired_gap_std'], digits)} | "
+                f"{_fmt(b['paired_gap_mean'], b['paired_gap_se'], digits)} | "
                 f"{'**yes**' if b['holds'] else '**no**'} |"
             )
     return "\n".join(lines) + "\n"
@@ -109,7 +110,7 @@ def write_outputs(
 ) -> dict[str, Path]:
     """Writes ``<task>_sweep.json``, ``<task>_sweep.csv``, ``<task>_sweep.md`` and
     ``<task>_sweep.png``; returns their paths. ``reference``: the pretrained model's test
-    numbers (``old_test_mean``, ``old_test_std``, ... for old/new/mean), drawn in grey."""
+    numbers (``old_test_mean``, ``old_test_se``, ... for old/new/mean), drawn in grey."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{task}_sweep.{ext}" for ext in ("json", "csv", "md", "png")}
     payload = {
@@ -122,7 +123,7 @@ def write_outputs(
         "summary": summary,
         "records": list(records),
     }
-    paths["json"].write_text(json.dumps(payload, indent=1, default=_json_default))
+    results.write_json(paths["json"], payload)
     cols = ["method", "kind", "value", "seed", "old_val", "new_val", "mean_val"]
     cols += ["old_test", "new_test", "mean_test", *EXTRA_KEYS]
     with open(paths["csv"], "w", newline="") as f:
@@ -138,12 +139,12 @@ def write_outputs(
         md.append(
             "- no fine-tuning (pretrained model, test): "
             + ", ".join(
-                f"{f} {_fmt(reference[f'{f}_test_mean'], reference[f'{f}_test_std'], digits)}"
+                f"{f} {_fmt(reference[f'{f}_test_mean'], reference[f'{f}_test_se'], digits)}"
                 for f in FIELDS
             )
         )
     md += ["", format_tables(summary, metric, digits)]
-    paths["md"].write_text("\n".join(md))
+    results.write_text_atomic(paths["md"], "\n".join(md))
     plot(paths["png"], summary, metric, title=title, reference=reference)
     return paths
 
@@ -156,10 +157,18 @@ def _csv(v: Any) -> str:
     return str(v)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(type(o))
+def _reference_se(reference: Mapping[str, float] | None, n: int) -> dict[str, float] | None:
+    """The no-fine-tuning numbers with standard errors. Files written before the sweeps
+    reported standard errors hold the sample std over the ``n`` seeds the reference was
+    evaluated on (one evaluation, std 0, for the transfer tasks): se = std / sqrt(n)."""
+    if reference is None:
+        return None
+    out = dict(reference)
+    for f in FIELDS:
+        std = out.pop(f"{f}_test_std", None)
+        if std is not None:
+            out[f"{f}_test_se"] = std / math.sqrt(n)
+    return out
 
 
 def rewrite(json_path: Path) -> dict[str, Path]:
@@ -167,7 +176,7 @@ def rewrite(json_path: Path) -> dict[str, Path]:
     (its records), with the current code: ``python -m experiments.lambda_sweep.report FILE...``."""
     payload = json.loads(Path(json_path).read_text())
     metric = Metric(**payload["metric"])
-    records = payload["records"]
+    records = [runs.restore_nan(r) for r in payload["records"]]
     lrs = {n: float(m["learning_rate"]) for n, m in payload["methods"].items()}
     skip = {"task", "title", "metric", "default_ref_scale", "no_fine_tuning", "summary", "records"}
     meta = {k: v for k, v in payload.items() if k not in skip}
@@ -179,7 +188,7 @@ def rewrite(json_path: Path) -> dict[str, Path]:
         records=records,
         summary=summarize(records, metric, lrs),
         meta=meta,
-        reference=payload.get("no_fine_tuning"),
+        reference=_reference_se(payload.get("no_fine_tuning"), len(payload["seeds"])),
         digits=4 if metric.lower_is_better else 2,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from experiments.common.cache import RunCache
@@ -15,6 +15,11 @@ RunFn = Callable[[Point, int], dict[str, Any]]
 
 #: What every record of ``run_fn`` holds; NaN (a diverged run) is stored as null in the cache.
 METRICS = ("old_val", "new_val", "old_test", "new_test")
+
+
+def restore_nan(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` as read back from JSON, with its null metrics NaN again."""
+    return {k: math.nan if k in METRICS and v is None else v for k, v in record.items()}
 
 
 def run_sweep(
@@ -39,9 +44,7 @@ def run_sweep(
             key = {"sweep": fingerprint, "point": point.label, "seed": seed}
             cached = cache.get(key) if cache is not None else None
             if cached is not None:
-                records.append(
-                    {k: math.nan if k in METRICS and v is None else v for k, v in cached.items()}
-                )
+                records.append(restore_nan(cached))
                 continue
             t0 = time.perf_counter()
             rec = dict(run_fn(point, seed))

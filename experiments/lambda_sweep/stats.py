@@ -9,7 +9,9 @@ best fixed λ_ref on the mean of the old and new metrics. "Within seed noise" is
 ``gap ≤ std_best``: the automatic rule's test mean is worse than the best fixed λ_ref's by at
 most the best fixed λ_ref's own seed-to-seed standard deviation (sample std over seeds), or it is
 better. (Not the larger of the two stds: a rule that blows up on one seed has a huge std and
-would pass trivially.) The paired per-seed difference is reported as well.
+would pass trivially.) The paired per-seed difference is reported as well. This noise is the
+bar's criterion; the spreads the tables and plots show are standard errors
+(:data:`experiments.common.results.SPREAD`), fields ``*_se``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.common import results
 from experiments.lambda_sweep.grid import default_ref_scale
 
 FIELDS = ("old", "new", "mean")
@@ -49,19 +52,14 @@ class Metric:
 
 
 def reference_stats(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Mean ± sample std over seeds of ``old_test``/``new_test`` rows (adds ``mean_test``)."""
+    """Mean ± standard error over seeds of ``old_test``/``new_test`` rows (adds ``mean_test``)."""
     out = {}
     for f in FIELDS:
         vals = [
             (r["old_test"] + r["new_test"]) / 2 if f == "mean" else r[f"{f}_test"] for r in rows
         ]
-        out[f"{f}_test_mean"], out[f"{f}_test_std"] = _stats(vals)
+        out[f"{f}_test_mean"], out[f"{f}_test_se"] = results.mean_se(vals)
     return out
-
-
-def _stats(vals: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray(vals, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
 def summarize(
@@ -69,7 +67,8 @@ def summarize(
     metric: Metric,
     learning_rates: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Per method: mean ± std per point, the best fixed λ_ref (chosen on validation), the bar.
+    """Per method: mean ± standard error per point, the best fixed λ_ref (chosen on validation),
+    the bar.
 
     Returns ``{method: {"points": [...], "best_fixed": ..., "best_fixed_test_oracle": ...,
     "auto_default": ..., "best_ref_scale": ..., "bar": {...}, "bar_vs_test_oracle": {...}}}``;
@@ -92,11 +91,11 @@ def summarize(
                 for split in ("val", "test"):
                     vals = [r[f"{f}_{split}"] for r in rs]
                     row[f"{f}_{split}"] = vals
-                    row[f"{f}_{split}_mean"], row[f"{f}_{split}_std"] = _stats(vals)
+                    row[f"{f}_{split}_mean"], row[f"{f}_{split}_se"] = results.mean_se(vals)
             for key in EXTRA_KEYS:
                 vals = [r[key] for r in rs if r.get(key) is not None]
                 if vals:
-                    row[f"{key}_mean"], row[f"{key}_std"] = _stats(vals)
+                    row[f"{key}_mean"], row[f"{key}_se"] = results.mean_se(vals)
             rows.append(row)
         fixed = sorted((r for r in rows if r["kind"] == "fixed"), key=lambda r: r["value"])
         auto = sorted((r for r in rows if r["kind"] == "auto"), key=lambda r: r["value"])
@@ -132,26 +131,26 @@ def bar(auto: Mapping[str, Any], best: Mapping[str, Any], metric: Metric) -> dic
     """Is the automatic rule within seed noise of ``best`` on the mean metric (test)?
 
     Noise = the best fixed λ_ref's sample std over seeds (see the module docstring)."""
-    ma, sa = auto["mean_test_mean"], auto["mean_test_std"]
-    mb, sb = best["mean_test_mean"], best["mean_test_std"]
+    ma, sa = auto["mean_test_mean"], auto["mean_test_se"]
+    mb, sb = best["mean_test_mean"], best["mean_test_se"]
     # positive gap = the automatic rule is worse
     gap = (ma - mb) if metric.lower_is_better else (mb - ma)
-    noise = sb
+    noise = results.mean_std(best["mean_test"])[1]  # sample std over seeds
     common = sorted(set(auto["seeds"]) & set(best["seeds"]))
     a = dict(zip(auto["seeds"], auto["mean_test"], strict=True))
     b = dict(zip(best["seeds"], best["mean_test"], strict=True))
     sign = 1.0 if metric.lower_is_better else -1.0
     paired = [sign * (a[s] - b[s]) for s in common]
-    pm, ps = _stats(paired) if paired else (math.nan, math.nan)
+    pm, ps = results.mean_se(paired) if paired else (math.nan, math.nan)
     return {
         "auto_mean": ma,
-        "auto_std": sa,
+        "auto_se": sa,
         "best_mean": mb,
-        "best_std": sb,
+        "best_se": sb,
         "best_value": best["value"],
         "gap": gap,
         "noise": noise,
         "paired_gap_mean": pm,
-        "paired_gap_std": ps,
+        "paired_gap_se": ps,
         "holds": bool(gap <= noise),
     }
