@@ -81,8 +81,11 @@ def _check_outputs(out, name, methods):
 @pytest.mark.slow
 def test_toy2d_quick_sweep(tmp_path):
     from experiments.lambda_sweep import toy2d
+    from experiments.lambda_sweep.configs import toy2d as toy2d_config
 
-    toy2d.main(["--quick", "--methods", "profit", "--ratios", "1e-2", "--out", str(tmp_path)])
+    config = toy2d_config.get_config("quick")
+    config.methods, config.ratios = ("profit",), (1e-2,)
+    toy2d.run(config, tmp_path, command="test")
     _check_outputs(tmp_path, "toy2d_quick", ["profit"])
 
 
@@ -91,13 +94,15 @@ def test_toy2d_x64_keeps_a_tiny_reference_step(tmp_path):
     """At λ_ref = 3e-10 the float32 toy's Δ rounds to 0 (λ_equiv 0 in the committed sweep);
     fine-tuned in float64 (a subprocess: x64 is process-global) Δ keeps its nominal size."""
     cmd = [
-        sys.executable, "-m", "experiments.lambda_sweep.toy2d", "--quick", "--x64",
-        "--methods", "profit_sgd", "--ratios", "1e-7", "--ref-scales", "0.01",
-        "--out", str(tmp_path),
+        sys.executable, "-m", "experiments.lambda_sweep.toy2d",
+        "--config=experiments/lambda_sweep/configs/toy2d.py:quick", "--config.x64=True",
+        "--config.methods=('profit_sgd',)", "--config.ratios=(1e-7,)",
+        "--config.ref_scales=(0.01,)", f"--out={tmp_path}",
     ]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=600)
     data = json.loads((tmp_path / "toy2d_x64_quick_sweep.json").read_text())
     assert data["title"].endswith("float64")
+    assert data["environment"]["command"].endswith(" ".join(cmd[3:]))
     (rec,) = [r for r in data["records"] if r["kind"] == "fixed"]
     assert rec["value"] == pytest.approx(3e-10)
     assert rec["lambda_equiv"] == pytest.approx(3e-10, rel=0.2)
@@ -109,16 +114,33 @@ def test_toy2d_x64_keeps_a_tiny_reference_step(tmp_path):
 def test_fashion_mnist_quick_sweep_on_mock_data(tmp_path, task):
     import importlib
 
+    from experiments.lambda_sweep import transfer
+
     tfds = pytest.importorskip("tensorflow_datasets")
-    module = importlib.import_module(f"experiments.lambda_sweep.{task}")
-    argv = ["--quick", "--seeds", "0", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path)]
+    sweep_config = importlib.import_module(f"experiments.lambda_sweep.configs.{task}")
+    pipeline = importlib.import_module(f"experiments.{task}.configs.fashion_mnist_offline")
+    model = importlib.import_module(f"experiments.{task}.model")
+    config = sweep_config.get_config("quick")
+    config.seeds = (0,)
+
+    def sweep():
+        transfer.run(
+            config,
+            pipeline.get_config,
+            model.build_model,
+            out=tmp_path,
+            workdir=tmp_path / "work",
+            command="test",
+        )
+
     with tfds.testing.mock_data(num_examples=200):
-        module.main(argv)
+        sweep()
     _check_outputs(tmp_path, f"{task}_quick", ["profit"])
     assert (tmp_path / "work" / "pretrain" / "checkpoint").is_dir()
     # a rerun reuses the pretrained checkpoint and every finished run
-    runs = sorted((tmp_path / "work" / "runs").iterdir())
+    runs = sorted((tmp_path / "work" / "runs").rglob("*.json"))
+    assert runs  # one cached record per point and seed
     mtimes = [p.stat().st_mtime for p in runs]
     with tfds.testing.mock_data(num_examples=200):
-        module.main(argv)
+        sweep()
     assert [p.stat().st_mtime for p in runs] == mtimes
