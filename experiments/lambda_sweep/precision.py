@@ -1,18 +1,8 @@
-"""Fine-tuning in float64 from float32-pretrained models (``--x64``)."""
+"""Fine-tuning in float64 from float32-pretrained models (a sweep config's ``x64``)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-
-def add_x64_argument(parser: Any) -> None:
-    """``--x64``: fine-tune in float64 from the float32 pretrained models (cast up)."""
-    parser.add_argument(
-        "--x64",
-        action="store_true",
-        help="fine-tune in float64 (the same float32-pretrained models, cast up): where a "
-        "fixed λ_ref's Δ rounds away in float32, float64 shows what Algorithm 1 does with it",
-    )
 
 
 def fine_tune_dtype(x64: bool) -> Any:

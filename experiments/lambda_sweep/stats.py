@@ -40,9 +40,6 @@ class Metric:
     name: str  # e.g. "MSE" or "accuracy (%)"
     lower_is_better: bool
 
-    def better(self, a: float, b: float) -> bool:
-        return a < b if self.lower_is_better else a > b
-
     def best(self, values: Sequence[float]) -> int:
         vals = [
             v if np.isfinite(v) else (math.inf if self.lower_is_better else -math.inf)
