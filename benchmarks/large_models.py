@@ -496,23 +496,6 @@ def markdown_fit(rows: list[dict[str, Any]], budget_gib: float) -> str:
 # CLI.
 
 
-def versions() -> dict[str, str]:
-    import flax
-    import jax
-    import jaxlib
-    import optax
-
-    return {
-        "python": sys.version.split()[0],
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "optax": optax.__version__,
-        "flax": flax.__version__,
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-    }
-
-
 def _setup_cache(cache_dir: str | None) -> None:
     if not cache_dir:
         return
@@ -577,7 +560,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(res), flush=True)
         return
 
-    meta = {"versions": versions(), "argv": sys.argv, "load_at_start": os.getloadavg()}
+    from benchmarks import _common
+
+    # env_info: versions, device, CPU, load average (at the start), time.
+    meta = {"env": _common.env_info(), "argv": sys.argv}
     if a.cmd == "run":
         results = run_all(
             a.models.split(","),
@@ -613,7 +599,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(payload, f, indent=1)
-    print(json.dumps(meta["versions"]) if not a.markdown else text)
+    print(json.dumps(meta["env"]) if not a.markdown else text)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ __all__ = [
     "memory_table",
     "method_bytes_per_param",
     "method_summary",
+    "plain_method",
     "state_bytes_per_param",
 ]
 
@@ -531,6 +532,19 @@ def make_method(
         eval_params_fn=built.eval_params_fn,
         grads_per_step=built.grads_per_step,
     )
+
+
+def plain_method(name: str, tx: optax.GradientTransformation) -> Method:
+    """A plain optax optimizer as a :class:`Method`: no hyper-parameters, period 1, the
+    stored pytree is the parameters (e.g. the experiments' pretraining loops).
+
+    Example:
+      >>> import optax
+      >>> method = plain_method("pretrain_adam", optax.adam(1e-3))
+      >>> method.name, dict(method.hparams), method.period, method.grad_params({"w": 1.0})
+      ('pretrain_adam', {}, 1, {'w': 1.0})
+    """
+    return Method(name=name, hparams=MappingProxyType({}), tx=tx)
 
 
 # --- Memory accounting --------------------------------------------------------------

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 
 import profit_optax
-from experiments.lambda_sweep import sweep as sw
+from experiments.lambda_sweep import grid, stats
 
 FILES = ("json", "csv", "md", "png")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_points_include_the_default_ref_scale_and_set_hparams():
-    pts = sw.make_points({"profit": {"learning_rate": 1e-3, "ref_learning_rate": 1e-6}}, [1e-2], [])
-    assert [(p.kind, p.value) for p in pts] == [("fixed", 1e-5), ("auto", sw.default_ref_scale())]
-    assert sw.default_ref_scale() == profit_optax.DEFAULT_REF_SCALE == 3e-4
+    base = {"profit": {"learning_rate": 1e-3, "ref_learning_rate": 1e-6}}
+    pts = grid.make_points(base, [1e-2], [])
+    assert [(p.kind, p.value) for p in pts] == [("fixed", 1e-5), ("auto", grid.default_ref_scale())]
+    assert grid.default_ref_scale() == profit_optax.DEFAULT_REF_SCALE == 3e-4
     assert pts[0].hparams({"learning_rate": 1e-3, "ref_learning_rate": 1e-6}) == {
         "learning_rate": 1e-3,
         "ref_learning_rate": 1e-5,
@@ -49,21 +50,21 @@ def test_best_fixed_is_chosen_on_validation_and_the_bar_uses_seed_noise(lower):
         ("fixed", 1e-5): [sign * v for v in (1.0, 1.2, 1.1)],
         ("fixed", 1e-6): [sign * v for v in (2.0, 2.0, 2.0)],
         # the default: 0.05 worse than the best fixed λ_ref, whose std is 0.1: within noise
-        ("auto", sw.default_ref_scale()): [sign * v for v in (1.05, 1.25, 1.15)],
+        ("auto", grid.default_ref_scale()): [sign * v for v in (1.05, 1.25, 1.15)],
         ("auto", 0.1): [sign * v for v in (1.6, 1.6, 1.6)],
     }
-    metric = sw.Metric("m", lower_is_better=lower)
-    res = sw.summarize(_records(values, lower), metric)["profit"]
+    metric = stats.Metric("m", lower_is_better=lower)
+    res = stats.summarize(_records(values, lower), metric)["profit"]
     assert res["best_fixed"]["value"] == 1e-5
-    assert res["best_ref_scale"]["value"] == sw.default_ref_scale()
+    assert res["best_ref_scale"]["value"] == grid.default_ref_scale()
     bar = res["bar"]
     assert bar["gap"] == pytest.approx(0.05) and bar["noise"] == pytest.approx(0.1)
     assert bar["paired_gap_mean"] == pytest.approx(0.05)
-    assert bar["paired_gap_std"] == pytest.approx(0.0, abs=1e-12)
+    assert bar["paired_gap_se"] == pytest.approx(0.0, abs=1e-12)
     assert bar["holds"]
     for worse in [(1.5, 1.5, 1.5), (1.0, 1.0, 1e3)]:  # consistently worse; one seed blows up
-        values[("auto", sw.default_ref_scale())] = [sign * v for v in worse]
-        assert not sw.summarize(_records(values, lower), metric)["profit"]["bar"]["holds"]
+        values[("auto", grid.default_ref_scale())] = [sign * v for v in worse]
+        assert not stats.summarize(_records(values, lower), metric)["profit"]["bar"]["holds"]
 
 
 def _check_outputs(out, name, methods):
@@ -80,8 +81,11 @@ def _check_outputs(out, name, methods):
 @pytest.mark.slow
 def test_toy2d_quick_sweep(tmp_path):
     from experiments.lambda_sweep import toy2d
+    from experiments.lambda_sweep.configs import toy2d as toy2d_config
 
-    toy2d.main(["--quick", "--methods", "profit", "--ratios", "1e-2", "--out", str(tmp_path)])
+    config = toy2d_config.get_config("quick")
+    config.methods, config.ratios = ("profit",), (1e-2,)
+    toy2d.run(config, tmp_path, command="test")
     _check_outputs(tmp_path, "toy2d_quick", ["profit"])
 
 
@@ -90,13 +94,15 @@ def test_toy2d_x64_keeps_a_tiny_reference_step(tmp_path):
     """At λ_ref = 3e-10 the float32 toy's Δ rounds to 0 (λ_equiv 0 in the committed sweep);
     fine-tuned in float64 (a subprocess: x64 is process-global) Δ keeps its nominal size."""
     cmd = [
-        sys.executable, "-m", "experiments.lambda_sweep.toy2d", "--quick", "--x64",
-        "--methods", "profit_sgd", "--ratios", "1e-7", "--ref-scales", "0.01",
-        "--out", str(tmp_path),
+        sys.executable, "-m", "experiments.lambda_sweep.toy2d",
+        "--config=experiments/lambda_sweep/configs/toy2d.py:quick", "--config.x64=True",
+        "--config.methods=('profit_sgd',)", "--config.ratios=(1e-7,)",
+        "--config.ref_scales=(0.01,)", f"--out={tmp_path}",
     ]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=600)
     data = json.loads((tmp_path / "toy2d_x64_quick_sweep.json").read_text())
     assert data["title"].endswith("float64")
+    assert data["environment"]["command"].endswith(" ".join(cmd[3:]))
     (rec,) = [r for r in data["records"] if r["kind"] == "fixed"]
     assert rec["value"] == pytest.approx(3e-10)
     assert rec["lambda_equiv"] == pytest.approx(3e-10, rel=0.2)
@@ -108,16 +114,33 @@ def test_toy2d_x64_keeps_a_tiny_reference_step(tmp_path):
 def test_fashion_mnist_quick_sweep_on_mock_data(tmp_path, task):
     import importlib
 
+    from experiments.lambda_sweep import transfer
+
     tfds = pytest.importorskip("tensorflow_datasets")
-    module = importlib.import_module(f"experiments.lambda_sweep.{task}")
-    argv = ["--quick", "--seeds", "0", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path)]
+    sweep_config = importlib.import_module(f"experiments.lambda_sweep.configs.{task}")
+    pipeline = importlib.import_module(f"experiments.{task}.configs.fashion_mnist_offline")
+    model = importlib.import_module(f"experiments.{task}.model")
+    config = sweep_config.get_config("quick")
+    config.seeds = (0,)
+
+    def sweep():
+        transfer.run(
+            config,
+            pipeline.get_config,
+            model.build_model,
+            out=tmp_path,
+            workdir=tmp_path / "work",
+            command="test",
+        )
+
     with tfds.testing.mock_data(num_examples=200):
-        module.main(argv)
+        sweep()
     _check_outputs(tmp_path, f"{task}_quick", ["profit"])
     assert (tmp_path / "work" / "pretrain" / "checkpoint").is_dir()
     # a rerun reuses the pretrained checkpoint and every finished run
-    runs = sorted((tmp_path / "work" / "runs").iterdir())
+    runs = sorted((tmp_path / "work" / "runs").rglob("*.json"))
+    assert runs  # one cached record per point and seed
     mtimes = [p.stat().st_mtime for p in runs]
     with tfds.testing.mock_data(num_examples=200):
-        module.main(argv)
+        sweep()
     assert [p.stat().st_mtime for p in runs] == mtimes

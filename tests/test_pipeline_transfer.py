@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments.common import checkpoint, results, transfer
-from experiments.common.train import PlainOptax, Trainer, train
+from experiments.common.train import Trainer, train
 from experiments.vit.configs import cifar10_to_cifar100_vit_tiny
 from experiments.vit.main import build_model
 from profit_optax import registry
@@ -74,10 +74,10 @@ def test_trainer_uses_grad_and_eval_params_and_checks_periods():
         trainer.fit(params, batches(0), 12, rng=jax.random.key(0), eval_every=4)
 
 
-def test_train_function_with_plain_optax():
+def test_train_function_with_a_plain_optax_method():
     batches, loss_fn = regression_problem()
     result = train(
-        PlainOptax("adam", optax.adam(0.05)),
+        registry.plain_method("adam", optax.adam(0.05)),
         {"w": jnp.zeros(3)},
         loss_fn,
         batches(1),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,7 +17,8 @@ from experiments.toy2d.config import get_config
 from experiments.toy2d.data import batch_indices, f_new, f_old, make_data
 from experiments.toy2d.model import MLP
 
-QUICK = get_config(quick=True)
+QUICK = get_config("quick")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _arrays(d):
@@ -75,10 +78,15 @@ def test_model_layer_names_match_the_mask_helpers():
 
 @pytest.mark.slow
 def test_quick_run_end_to_end_writes_all_outputs(tmp_path):
+    """The command line: the quick config, a ``--config.`` override, every output file."""
     from profit_optax import registry
 
     out = tmp_path / "toy2d"
-    results = toy_main.main(["--quick", "--no-progress", "--out", str(out)])
+    cmd = [
+        sys.executable, "-m", "experiments.toy2d", "--config=experiments/toy2d/config.py:quick",
+        "--config.finetune.eval_every=30", f"--out={out}", "--noprogress",
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=600)
     for name in [
         "results.json",
         "results.csv",
@@ -90,6 +98,9 @@ def test_quick_run_end_to_end_writes_all_outputs(tmp_path):
     ]:
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["finetune"]["eval_every"] == saved["eval_every"] == 30
+    assert saved["environment"]["command"] == " ".join(["python -m experiments.toy2d", *cmd[3:]])
+    assert "mean ± standard error over seeds" in (out / "results.md").read_text()
     methods = set(saved["summary"]) - {"pretrained"}
     # Every configured method is run. (The registry's newer entries for the paper's
     # protocol, RMSProp, Adan and PROFIT with warm-up, run in experiments.paper_toy.)
@@ -100,14 +111,14 @@ def test_quick_run_end_to_end_writes_all_outputs(tmp_path):
     params = train.init_params(MLP(QUICK.model.hidden), 0)
     for name in methods:
         method = registry.make_method(
-            name, params, **toy_main._masks(params), **dict(QUICK.methods[name])
+            name, params, **toy_main._masks(params), **QUICK.methods[name].to_dict()
         )
         assert steps % method.period == 0
-        assert saved["curves"][name][0][-1]["step"] == steps
+        assert [p["step"] for p in saved["curves"][name][0]][-2:] == [steps - 30, steps]
         assert len(saved["per_seed"][name]) == len(QUICK.seeds)
         for row in saved["per_seed"][name]:
             assert np.isfinite([row["old_test"], row["new_test"]]).all()
-    assert results["summary"]["pretrained"]["wall_time_s_mean"] == 0.0
+    assert saved["summary"]["pretrained"]["wall_time_s_mean"] == 0.0
     csv_lines = (out / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + (len(methods) + 1) * len(QUICK.seeds)
 
@@ -116,13 +127,16 @@ def test_summary_and_table():
     rows = {
         "a": [
             {"old_test": 1.0, "new_test": 2.0, "wall_time_s": 3.0},
-            {"old_test": 3.0, "new_test": 2.0, "wall_time_s": 1.0},
+            {"old_test": 2.0, "new_test": 2.0, "wall_time_s": 1.0},
+            {"old_test": 6.0, "new_test": 2.0, "wall_time_s": 2.0},
         ]
     }
     s = toy_main.summarize(rows)["a"]
-    assert s["old_test_mean"] == 2.0 and s["old_test_std"] == 1.0 and s["new_test_std"] == 0.0
+    # standard error = sample std / sqrt(n) = sqrt(7) / sqrt(3) (population std: 2.160)
+    assert s["old_test_mean"] == 3.0 and s["new_test_se"] == 0.0
+    assert s["old_test_se"] == pytest.approx((7 / 3) ** 0.5)
     table = toy_main.format_table({"a": s}, markdown=True)
-    assert "| a | 2.0000 ± 1.0000 | 2.0000 ± 0.0000 | 2.00 |" in table
+    assert "| a | 3.0000 ± 1.5275 | 2.0000 ± 0.0000 | 2.00 |" in table
 
 
 def test_finetuning_follows_the_same_data_order_for_every_method():
@@ -154,7 +168,9 @@ def test_qualitative_ordering_on_a_fixed_seed(tmp_path):
         # 0.205/0.015); on seed 0 its old error is then 0.61x Adam's, not < 0.6x.
         "profit": {"learning_rate": lr, "ref_scale": 0.01},
     }
-    cfg = dataclasses.replace(get_config(), seeds=(0,), methods=methods)
+    cfg = get_config()
+    cfg.seeds = (0,)
+    cfg.methods = methods
     res = toy_main.run(cfg, tmp_path, progress=False)
     old = {k: v["old_test_mean"] for k, v in res["summary"].items()}
     new = {k: v["new_test_mean"] for k, v in res["summary"].items()}

@@ -42,42 +42,17 @@ EvalFn = Callable[[PyTree], dict[str, float]]
 
 
 class MethodLike(Protocol):
-    """The subset of ``profit_optax.registry.Method`` that the loop uses."""
+    """The subset of ``profit_optax.registry.Method`` that the training loops use."""
 
     name: str
     tx: optax.GradientTransformation
 
+    @property
+    def period(self) -> int: ...
     def init_params(self, params: PyTree) -> PyTree: ...
     def grad_params(self, stored: PyTree) -> PyTree: ...
     def eval_params(self, stored: PyTree, opt_state: optax.OptState) -> PyTree: ...
     def apply(self, stored: PyTree, updates: optax.Updates) -> PyTree: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class PlainOptax:
-    """A plain Optax optimizer in ``Method`` form (stored = params). Used for pretraining."""
-
-    name: str
-    tx: optax.GradientTransformation
-    period: int = 1
-
-    def init_params(self, params: PyTree) -> PyTree:
-        return params
-
-    def grad_params(self, stored: PyTree) -> PyTree:
-        return stored
-
-    def eval_params(self, stored: PyTree, opt_state: optax.OptState) -> PyTree:
-        del opt_state
-        return stored
-
-    def apply(self, stored: PyTree, updates: optax.Updates) -> PyTree:
-        return optax.apply_updates(stored, updates)
-
-
-def method_period(method: MethodLike) -> int:
-    """Number of update calls in one full cycle of ``method`` (1 when it has no ``period``)."""
-    return int(getattr(method, "period", 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,7 +258,7 @@ class Trainer:
         """
         method = self.method
         step_fn, eval_params_fn = self.step_fn, self.eval_params_fn
-        period = method_period(method)
+        period = method.period
         if num_steps <= 0 or num_steps % period:
             raise ValueError(
                 f"num_steps={num_steps} must be a positive multiple of the period {period} "

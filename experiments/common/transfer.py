@@ -66,10 +66,8 @@ from experiments.common.train import (
     DataParallel,
     LossFn,
     MethodLike,
-    PlainOptax,
     Trainer,
     make_classifier_eval,
-    method_period,
     train,
 )
 
@@ -270,8 +268,10 @@ def pretrain(
     eval_fn = lambda p: {
         "old_acc": evaluate(p, eval_batches(data.old_test, config.eval_batch_size))["accuracy"]
     }
+    from profit_optax import registry
+
     result = train(
-        PlainOptax("pretrain_adamw", pretrain_optimizer(cfg)),
+        registry.plain_method("pretrain_adamw", pretrain_optimizer(cfg)),
         params,
         make_loss_fn(model, config.augment),
         train_batches(data.old_train, cfg.batch_size, seed=cfg.seed),
@@ -470,7 +470,7 @@ def run_transfer(
                 "label": label,
                 "method": spec["method"],
                 "hparams": dict(getattr(method, "hparams", hparams)),
-                "period": method_period(method),
+                "period": method.period,
                 "seed": seed,
                 "num_steps": ft.num_steps,
                 "batch_size": ft.batch_size,

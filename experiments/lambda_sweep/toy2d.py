@@ -8,13 +8,13 @@ noiseless points (lower is better), validation split for choices, test split for
 
 Usage::
 
-    python -m experiments.lambda_sweep.toy2d [--quick] [--seeds 0 1 2 3 4] [--out DIR]
+    python -m experiments.lambda_sweep.toy2d \\
+        [--config=experiments/lambda_sweep/configs/toy2d.py[:quick]]
+        [--config.seeds="(0,1,2,3,4)"] [--config.x64=True] [--out=DIR]
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -23,21 +23,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from experiments.lambda_sweep import sweep as sw
+from experiments.common import results
+from experiments.lambda_sweep import grid, precision, report, runs, stats
 from experiments.toy2d import train
-from experiments.toy2d.config import DEFAULT_METHODS, get_config, to_dict
 from experiments.toy2d.data import make_data
 from experiments.toy2d.model import MLP, mse
 
 TASK = "toy2d"
-METRIC = sw.Metric("MSE", lower_is_better=True)
-RATIOS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
-REF_SCALES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
-QUICK_RATIOS = (1e-2, 1e-4)
-QUICK_REF_SCALES = (0.1,)
-PROFIT_METHODS = ("profit", "profit_sgd")
+METRIC = stats.Metric("MSE", lower_is_better=True)
 
 
 def projection_stats(count, delta, grad, conflict, removed) -> dict[str, float]:
@@ -77,11 +73,11 @@ def make_runner(cfg, methods, seeds, progress: bool = False, dtype: Any = None):
     for s in seeds:
         t0 = time.perf_counter()
         pre[s] = train.pretrain(model, data[s], cfg.pretrain, s, progress=progress)[0]
-        pre[s] = sw.cast_params(pre[s], dtype)
+        pre[s] = precision.cast_params(pre[s], dtype)
         print(f"pretrained seed {s} in {time.perf_counter() - t0:.1f}s", flush=True)
-    compiled: dict[sw.Point, Any] = {}
+    compiled: dict[grid.Point, Any] = {}
 
-    def build(point: sw.Point):
+    def build(point: grid.Point):
         params = pre[seeds[0]]
         kw = {"head_mask": masks.head_mask(params), "embed_mask": masks.embedding_mask(params)}
         method = make_method(point.method, params, **kw, **point.hparams(methods[point.method]))
@@ -104,7 +100,7 @@ def make_runner(cfg, methods, seeds, progress: bool = False, dtype: Any = None):
 
         return steps, run
 
-    def run_fn(point: sw.Point, seed: int) -> dict[str, Any]:
+    def run_fn(point: grid.Point, seed: int) -> dict[str, Any]:
         if point not in compiled:
             compiled[point] = build(point)
         steps, run = compiled[point]
@@ -130,60 +126,44 @@ def make_runner(cfg, methods, seeds, progress: bool = False, dtype: Any = None):
 
     def reference() -> dict[str, float]:
         rows = [train.evaluate(model, pre[s], data[s].old.test, data[s].new.test) for s in seeds]
-        return sw.reference_stats([{"old_test": r["old"], "new_test": r["new"]} for r in rows])
+        return stats.reference_stats([{"old_test": r["old"], "new_test": r["new"]} for r in rows])
 
     run_fn.reference = reference
     return run_fn
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """CLI entry point; returns the summary."""
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.lambda_sweep.toy2d", description=__doc__
-    )
-    p.add_argument("--quick", action="store_true", help="tiny config and grid (seconds)")
-    p.add_argument(
-        "--seeds", type=int, nargs="+", default=None, help="default 0 1 2 3 4 (quick: 0)"
-    )
-    p.add_argument("--methods", nargs="+", default=list(PROFIT_METHODS))
-    p.add_argument("--ratios", type=float, nargs="+", default=None, help="λ_ref / λ_main grid")
-    p.add_argument("--ref-scales", type=float, nargs="+", default=None)
-    p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
-    sw.add_x64_argument(p)
-    args = p.parse_args(argv)
-    dtype = sw.fine_tune_dtype(args.x64)
-    cfg = get_config(quick=args.quick)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
-    cfg = dataclasses.replace(cfg, seeds=tuple(seeds))
-    ratios = args.ratios or (QUICK_RATIOS if args.quick else RATIOS)
-    scales = args.ref_scales or (QUICK_REF_SCALES if args.quick else REF_SCALES)
-    methods = {n: dict(DEFAULT_METHODS[n]) for n in args.methods}
-    points = sw.make_points(methods, ratios, scales)
+def run(config: ml_collections.ConfigDict, out: Path, *, command: str) -> dict[str, Any]:
+    """Runs the sweep of ``config`` (``configs/toy2d.py``), writes ``<variant>_sweep.*`` to
+    ``out``; returns the summary. ``command`` is recorded in the environment."""
+    dtype = precision.fine_tune_dtype(config.x64)
+    cfg = config.toy.copy_and_resolve_references()
+    cfg.seeds = tuple(config.seeds)
+    seeds = list(config.seeds)
+    methods = {n: cfg.methods[n].to_dict() for n in config.methods}
+    points = grid.make_points(methods, config.ratios, config.ref_scales)
     t0 = time.perf_counter()
     run_fn = make_runner(cfg, methods, seeds, dtype=dtype)
-    records = sw.run_sweep(points, seeds, run_fn)
+    records = runs.run_sweep(points, seeds, run_fn)
     total = time.perf_counter() - t0
-    summary = sw.summarize(
+    summary = stats.summarize(
         records, METRIC, {n: float(m["learning_rate"]) for n, m in methods.items()}
     )
-    argv = sys.argv[1:] if argv is None else list(argv)
-    title = "2D toy" + (" (quick)" if args.quick else "") + (", float64" if args.x64 else "")
+    title = "2D toy" + (" (quick)" if config.quick else "") + (", float64" if config.x64 else "")
     meta = {
-        "command": " ".join(["python -m experiments.lambda_sweep.toy2d", *argv]),
         "seeds": seeds,
         "methods": {
             n: {k: v for k, v in m.items() if k != "ref_learning_rate"} for n, m in methods.items()
         },
-        "ratios": list(ratios),
-        "ref_scales": list(scales),
+        "ratios": list(config.ratios),
+        "ref_scales": list(config.ref_scales),
         "finetune_update_calls": records[0]["steps"],
         "total_wall_time_s": round(total, 1),
-        "config": to_dict(cfg),
-        "versions": sw.versions(),
+        "config": config.to_dict(),
+        "environment": results.environment(command),
     }
-    paths = sw.write_outputs(
-        args.out,
-        task=sw.variant(TASK, x64=args.x64, quick=args.quick),
+    paths = report.write_outputs(
+        out,
+        task=grid.variant(TASK, x64=config.x64, quick=config.quick),
         title=title,
         metric=METRIC,
         records=records,
@@ -196,5 +176,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return summary
 
 
+def cli() -> None:
+    """``python -m experiments.lambda_sweep.toy2d``: flags (defined here, not on import), run."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file("config", "experiments/lambda_sweep/configs/toy2d.py")
+    out = flags.DEFINE_string("out", "experiments/results/lambda_sweep", "output directory")
+
+    def main(argv: Sequence[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+        command = " ".join(["python -m experiments.lambda_sweep.toy2d", *sys.argv[1:]])
+        run(config.value, Path(out.value), command=command)
+
+    app.run(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

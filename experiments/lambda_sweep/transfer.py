@@ -16,14 +16,13 @@ head, new = the new task's images under the new head (as in ``docs/vit_experimen
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.common import transfer
+from experiments.common import results, transfer
+from experiments.common.cache import RunCache
 from experiments.common.data import ArrayDataset, eval_batches, train_batches
 from experiments.common.train import Trainer, make_classifier_eval
-from experiments.lambda_sweep import sweep as sw
+from experiments.lambda_sweep import grid, precision, report, runs, stats
 
-METRIC = sw.Metric("accuracy (%)", lower_is_better=False)
+METRIC = stats.Metric("accuracy (%)", lower_is_better=False)
 
 
 def split_half(ds: ArrayDataset, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
@@ -79,7 +79,7 @@ def make_runner(
     old_model = model_factory(config.model, data.old_train.num_classes)
     new_model = model_factory(config.model, data.new_train.num_classes)
     pretrained, pre_summary = transfer.pretrain(config, old_model, data, workdir, progress=False)
-    old_head = sw.cast_params(pretrained[transfer.HEAD], dtype)
+    old_head = precision.cast_params(pretrained[transfer.HEAD], dtype)
     splits = {"old": split_half(data.old_test), "new": split_half(data.new_test)}
     evaluate_old = make_classifier_eval(transfer.make_apply_fn(old_model))
     evaluate_new = make_classifier_eval(transfer.make_apply_fn(new_model))
@@ -98,12 +98,12 @@ def make_runner(
 
     loss_fn = transfer.make_loss_fn(new_model, config.augment)
     params = transfer.finetune_params(pretrained, new_model, data.new_train)
-    params = sw.cast_params(params, dtype)
+    params = precision.cast_params(params, dtype)
     extra = transfer.default_mask_fn(params)
     ft = config.finetune
-    trainers: dict[sw.Point, Trainer] = {}
+    trainers: dict[grid.Point, Trainer] = {}
 
-    def run_fn(point: sw.Point, seed: int) -> dict[str, Any]:
+    def run_fn(point: grid.Point, seed: int) -> dict[str, Any]:
         if point not in trainers:
             hp = point.hparams(methods[point.method])
             trainers[point] = Trainer(make_method(point.method, params, **extra, **hp), loss_fn)
@@ -132,119 +132,97 @@ def make_runner(
         }
 
     def reference() -> dict[str, float]:
-        return sw.reference_stats([eval_fn(params)])  # no fine-tuning: one number, std 0
+        return stats.reference_stats([eval_fn(params)])  # no fine-tuning: one number, std 0
 
     run_fn.reference = reference
     return run_fn, pre_summary
 
 
-def parser(
-    task: str, ratios: Sequence[float], ref_scales: Sequence[float]
-) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"python -m experiments.lambda_sweep.{task}", description=__doc__
-    )
-    p.add_argument("--quick", action="store_true", help="the pipeline's quick config, tiny grid")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's")
-    p.add_argument("--methods", nargs="+", default=["profit"], help="labels of config methods")
-    p.add_argument("--ratios", type=float, nargs="+", default=list(ratios), help="λ_ref / λ_main")
-    p.add_argument("--ref-scales", type=float, nargs="+", default=list(ref_scales))
-    p.add_argument("--num-steps", type=int, default=None, help="override finetune.num_steps")
-    p.add_argument("--workdir", type=Path, default=Path(f"runs/lambda_sweep/{task}"))
-    p.add_argument("--pretrained-from", type=Path, default=None, help="pipeline workdir to copy")
-    p.add_argument("--out", type=Path, default=Path("experiments/results/lambda_sweep"))
-    sw.add_x64_argument(p)
-    return p
-
-
-def main(
-    task: str,
-    get_config,
+def run(
+    config: ml_collections.ConfigDict,
+    get_pipeline_config: Callable[[], ml_collections.ConfigDict],
     model_factory,
     *,
-    ratios: Sequence[float],
-    ref_scales: Sequence[float],
-    quick_ratios: Sequence[float] = (1e-2,),
-    quick_ref_scales: Sequence[float] = (),
-    argv: Sequence[str] | None = None,
+    out: Path,
+    workdir: Path | None = None,
+    pretrained_from: Path | None = None,
+    command: str,
 ) -> dict[str, Any]:
-    """CLI shared by the MLP and ViT sweeps; returns the summary."""
-    args = parser(task, ratios, ref_scales).parse_args(argv)
-    dtype = sw.fine_tune_dtype(args.x64)
+    """Runs the sweep of ``config`` (``configs/mlp.py``, ``configs/vit.py``) on the pipeline
+    config ``get_pipeline_config()``, writes ``<variant>_sweep.*`` to ``out``; returns the summary.
+
+    ``workdir`` (pretrained checkpoint and run cache) defaults to
+    ``runs/lambda_sweep/<task>[_x64][_quick]``; ``pretrained_from`` is an existing pipeline
+    workdir whose pretrained model is copied (same pretraining settings only).
+    """
+    task = config.task
+    dtype = precision.fine_tune_dtype(config.x64)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    config = get_config()
-    config.quick = bool(args.quick)
-    config = transfer.resolve_config(config)
-    if args.seeds:
-        config.finetune.seeds = tuple(args.seeds)
-    if args.num_steps:
-        config.finetune.num_steps = args.num_steps
-    if args.quick:
-        if args.ratios == list(ratios):
-            args.ratios = list(quick_ratios)
-        if args.ref_scales == list(ref_scales):
-            args.ref_scales = list(quick_ref_scales)
-        if args.workdir == Path(f"runs/lambda_sweep/{task}"):
-            args.workdir = Path(f"runs/lambda_sweep/{task}_quick")
-    if args.x64 and args.workdir.name == task:  # the default workdir: keep float32 runs apart
-        args.workdir = args.workdir.with_name(task + "_x64")
-    workdir = args.workdir
+    pipeline = get_pipeline_config()
+    pipeline.quick = bool(config.quick)
+    pipeline = transfer.resolve_config(pipeline)
+    if config.seeds:
+        pipeline.finetune.seeds = tuple(config.seeds)
+    if config.num_steps:
+        pipeline.finetune.num_steps = config.num_steps
+    name = grid.variant(task, x64=config.x64, quick=config.quick)
+    workdir = workdir or Path("runs/lambda_sweep") / name
     workdir.mkdir(parents=True, exist_ok=True)
-    if args.pretrained_from is not None:
-        _copy_pretrained(args.pretrained_from, workdir, config)
+    if pretrained_from is not None:
+        _copy_pretrained(pretrained_from, workdir, pipeline)
     methods = {}
-    for label in args.methods:
-        spec = dict(config.finetune.methods[label])
+    for label in config.methods:
+        spec = dict(pipeline.finetune.methods[label])
         if spec.pop("method", label) != label:
             raise ValueError(f"{label}: only registry names are supported")
         methods[label] = spec
-    seeds = list(config.finetune.seeds)
-    points = sw.priority_order(sw.make_points(methods, args.ratios, args.ref_scales), methods)
+    seeds = list(pipeline.finetune.seeds)
+    points = grid.priority_order(
+        grid.make_points(methods, config.ratios, config.ref_scales), methods
+    )
     t0 = time.perf_counter()
-    run_fn, pre_summary = make_runner(config, model_factory, workdir, methods, dtype)
+    run_fn, pre_summary = make_runner(pipeline, model_factory, workdir, methods, dtype)
     blob = json.dumps(
         [
             pre_summary["fingerprint"],
-            config.new_task.to_dict(),
-            config.finetune.num_steps,
-            config.finetune.batch_size,
+            pipeline.new_task.to_dict(),
+            pipeline.finetune.num_steps,
+            pipeline.finetune.batch_size,
             "val/test halves seed 0",
             methods,
-            *(["float64"] if args.x64 else []),
+            *(["float64"] if config.x64 else []),
         ],
         sort_keys=True,
         default=str,
     )
     fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    records = sw.run_sweep(
-        points, seeds, run_fn, cache_dir=workdir / "runs", fingerprint=fingerprint
+    records = runs.run_sweep(
+        points, seeds, run_fn, cache=RunCache(workdir / "runs"), fingerprint=fingerprint
     )
     total = time.perf_counter() - t0
-    summary = sw.summarize(
+    summary = stats.summarize(
         records, METRIC, {n: float(m["learning_rate"]) for n, m in methods.items()}
     )
-    argv = sys.argv[1:] if argv is None else list(argv)
-    ft = config.finetune
+    ft = pipeline.finetune
     meta = {
-        "command": " ".join([f"python -m experiments.lambda_sweep.{task}", *argv]),
-        "config": config.name
-        + (" (quick)" if args.quick else "")
-        + (", float64" if args.x64 else ""),
+        "config": pipeline.name
+        + (" (quick)" if config.quick else "")
+        + (", float64" if config.x64 else ""),
         "seeds": seeds,
         "methods": methods,
-        "ratios": list(args.ratios),
-        "ref_scales": list(args.ref_scales),
+        "ratios": list(config.ratios),
+        "ref_scales": list(config.ref_scales),
         "finetune_update_calls": ft.num_steps,
         "batch_size": ft.batch_size,
         "pretrained_old_acc_full_test": 100.0 * pre_summary["old_acc"],
         "splits": "each task's TFDS test split cut in halves (fixed permutation, seed 0): "
         "validation (choices) / test (reported)",
         "total_wall_time_s": round(total, 1),
-        "versions": sw.versions(),
+        "sweep_config": config.to_dict(),
+        "environment": results.environment(command),
     }
-    name = sw.variant(task, x64=args.x64, quick=args.quick)
-    paths = sw.write_outputs(
-        args.out,
+    paths = report.write_outputs(
+        out,
         task=name,
         title=meta["config"],
         metric=METRIC,
@@ -257,3 +235,39 @@ def main(
     print(paths["md"].read_text())
     print(f"wrote {', '.join(map(str, paths.values()))} in {total:.1f}s")
     return summary
+
+
+def cli(
+    task: str,
+    get_pipeline_config: Callable[[], ml_collections.ConfigDict],
+    model_factory,
+) -> None:
+    """``python -m experiments.lambda_sweep.<task>``: flags (defined here, not on import), run."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file(
+        "config", f"experiments/lambda_sweep/configs/{task}.py"
+    )
+    out = flags.DEFINE_string("out", "experiments/results/lambda_sweep", "output directory")
+    workdir = flags.DEFINE_string(
+        "workdir", None, "checkpoint and run cache (default runs/lambda_sweep/<variant>)"
+    )
+    pretrained_from = flags.DEFINE_string(
+        "pretrained_from", None, "pipeline workdir whose pretrained model is copied"
+    )
+
+    def main(argv: Sequence[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+        run(
+            config.value,
+            get_pipeline_config,
+            model_factory,
+            out=Path(out.value),
+            workdir=Path(workdir.value) if workdir.value else None,
+            pretrained_from=Path(pretrained_from.value) if pretrained_from.value else None,
+            command=" ".join([f"python -m experiments.lambda_sweep.{task}", *sys.argv[1:]]),
+        )
+
+    app.run(main)

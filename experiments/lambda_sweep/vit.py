@@ -6,30 +6,17 @@ The ``profit`` entry of ``experiments/vit/configs/fashion_mnist_offline.py`` (Ad
 existing pipeline workdir's checkpoint), the config's update calls. See
 :mod:`experiments.lambda_sweep.transfer` for the protocol (validation = half of each test split).
 
-Usage::
+Usage (the grid and settings: ``experiments/lambda_sweep/configs/vit.py``)::
 
-    python -m experiments.lambda_sweep.vit [--quick] [--seeds 0 1] [--pretrained-from DIR]
+    python -m experiments.lambda_sweep.vit [--config=experiments/lambda_sweep/configs/vit.py:quick]
+        [--config.seeds="(0,1)"] [--pretrained_from=DIR] [--out=DIR]
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from experiments.lambda_sweep import transfer
 from experiments.vit.configs.fashion_mnist_offline import get_config
-from experiments.vit.main import build_model
-
-RATIOS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
-REF_SCALES = ()
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """CLI entry point; returns the summary."""
-    return transfer.main(
-        "vit", get_config, build_model, ratios=RATIOS, ref_scales=REF_SCALES, argv=argv
-    )
-
+from experiments.vit.model import build_model
 
 if __name__ == "__main__":
-    main()
+    transfer.cli("vit", get_config, build_model)

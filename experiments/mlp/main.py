@@ -8,17 +8,10 @@ Same pipeline as :mod:`experiments.vit.main`; only the model differs::
 
 from __future__ import annotations
 
-import ml_collections
 from absl import app
 
 from experiments.common import cli
-from experiments.mlp.model import MLP
-
-
-def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> MLP:
-    """The MLP described by ``config.model`` (``hidden`` layer widths)."""
-    return MLP(num_classes=num_classes, hidden=tuple(model_config.hidden))
-
+from experiments.mlp.model import build_model
 
 main = cli.make_main(build_model)
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
+import ml_collections
 
 
 class MLP(nn.Module):
@@ -32,3 +33,8 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden):
             x = nn.relu(nn.Dense(width, name=f"Dense_{i}")(x))
         return nn.Dense(self.num_classes, name="head")(x)
+
+
+def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> MLP:
+    """The MLP described by ``config.model`` (``hidden`` layer widths)."""
+    return MLP(num_classes=num_classes, hidden=tuple(model_config.hidden))

@@ -132,10 +132,10 @@ class Suite:
         params = transfer.init_params(old_model, d["old_train"], init_rng)
         evaluate = self._evaluator("old")
         bs = self.cfg.eval_batch_size
-        from experiments.common.train import PlainOptax
+        from profit_optax.registry import plain_method
 
         result = train(
-            PlainOptax("pretrain_adamw", transfer.pretrain_optimizer(cfg)),
+            plain_method("pretrain_adamw", transfer.pretrain_optimizer(cfg)),
             params,
             transfer.make_loss_fn(old_model, self.cfg.augment),
             train_batches(d["old_train"], cfg.batch_size, seed=cfg.seed),

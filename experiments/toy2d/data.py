@@ -21,8 +21,7 @@ import dataclasses
 from typing import NamedTuple
 
 import numpy as np
-
-from experiments.toy2d.config import DataConfig
+from ml_collections import ConfigDict
 
 
 class Split(NamedTuple):
@@ -49,18 +48,18 @@ class ToyData:
     new: TaskData
 
 
-def f_old(x: np.ndarray, cfg: DataConfig) -> np.ndarray:
+def f_old(x: np.ndarray, cfg: ConfigDict) -> np.ndarray:
     """Old target function ``sin(freq_1 x_1) cos(freq_2 x_2)``; ``x`` has shape ``[..., 2]``."""
     return np.sin(cfg.freq[0] * x[..., 0]) * np.cos(cfg.freq[1] * x[..., 1])
 
 
-def bump(x: np.ndarray, cfg: DataConfig) -> np.ndarray:
+def bump(x: np.ndarray, cfg: ConfigDict) -> np.ndarray:
     """Gaussian bump ``h exp(-|x - c|^2 / (2 w^2))`` that the new task adds to ``f_old``."""
     sq = np.sum((x - np.asarray(cfg.bump_center)) ** 2, axis=-1)
     return cfg.bump_height * np.exp(-sq / (2.0 * cfg.bump_width**2))
 
 
-def f_new(x: np.ndarray, cfg: DataConfig) -> np.ndarray:
+def f_new(x: np.ndarray, cfg: ConfigDict) -> np.ndarray:
     """New target function ``f_old + bump``."""
     return f_old(x, cfg) + bump(x, cfg)
 
@@ -70,7 +69,7 @@ def _sample_inputs(rng: np.random.Generator, center: tuple[float, float], std: f
 
 
 def _make_task(
-    rng: np.random.Generator, cfg: DataConfig, center: tuple[float, float], fn, n_train: int
+    rng: np.random.Generator, cfg: ConfigDict, center: tuple[float, float], fn, n_train: int
 ) -> TaskData:
     def split(n: int, noisy: bool) -> Split:
         x = _sample_inputs(rng, center, cfg.input_std, n)
@@ -86,7 +85,7 @@ def _make_task(
     )
 
 
-def make_data(cfg: DataConfig, seed: int) -> ToyData:
+def make_data(cfg: ConfigDict, seed: int) -> ToyData:
     """Generates both tasks deterministically from ``seed``.
 
     The old and new tasks use independent child streams of ``np.random.SeedSequence(seed)``, so

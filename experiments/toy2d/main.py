@@ -1,33 +1,26 @@
 """Runs the 2D toy end to end: data, pretraining, fine-tuning with every method, reports.
 
-Usage::
+Usage (``--config.<field>=value`` overrides any field of ``experiments/toy2d/config.py``)::
 
-    python -m experiments.toy2d [--quick] [--seeds 0 1 2 ...] [--methods adam profit ...]
-                                [--out DIR] [--no-progress]
+    python -m experiments.toy2d [--config=experiments/toy2d/config.py[:quick]]
+        [--config.seeds="(0,1,2)"] [--methods=adam,profit,...] [--out=DIR] [--noprogress]
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import dataclasses
-import json
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import flax
-import jax
-import numpy as np
-import optax
+import ml_collections
 from tqdm.auto import tqdm
 
+from experiments.common import results as results_lib
 from experiments.toy2d import plots, train
-from experiments.toy2d.config import Config, get_config, to_dict
 from experiments.toy2d.data import ToyData, make_data
 from experiments.toy2d.model import MLP
 
@@ -49,35 +42,20 @@ def _masks(params: Any) -> dict[str, Any]:
     return {"head_mask": masks.head_mask(params), "embed_mask": masks.embedding_mask(params)}
 
 
-def versions() -> dict[str, str]:
-    """Library versions and machine description recorded with the results."""
-    return {
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "optax": optax.__version__,
-        "flax": flax.__version__,
-        "numpy": np.__version__,
-        "backend": jax.default_backend(),
-        "devices": ", ".join(d.device_kind for d in jax.devices()),
-        "platform": platform.platform(),
-    }
-
-
 def summarize(per_seed: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Mean and (population) std over seeds of every numeric field, per method."""
+    """Mean and standard error over seeds (:func:`experiments.common.results.mean_se`) of
+    every numeric field, per method: ``<field>_mean`` and ``<field>_se``."""
     out = {}
     for name, rows in per_seed.items():
         stats = {}
         for key in rows[0]:
-            vals = np.asarray([r[key] for r in rows], dtype=np.float64)
-            stats[f"{key}_mean"] = float(vals.mean())
-            stats[f"{key}_std"] = float(vals.std())
+            stats[f"{key}_mean"], stats[f"{key}_se"] = results_lib.mean_se([r[key] for r in rows])
         out[name] = stats
     return out
 
 
 def run(
-    cfg: Config,
+    cfg: ml_collections.ConfigDict,
     out_dir: Path,
     *,
     methods: Sequence[str] | None = None,
@@ -96,7 +74,7 @@ def run(
         to :func:`profit_optax.registry.make_method`.
       masks_fn: builds the ``head_mask`` / ``embed_mask`` keyword arguments from the params.
       progress: show tqdm progress bars.
-      command: the command line recorded in ``results.json``.
+      command: the command line recorded in ``results.json`` (default: ``sys.argv``).
 
     Returns:
       The results dictionary that is also written to ``results.json``.
@@ -124,14 +102,16 @@ def run(
         pre_val = train.evaluate(model, params, data.old.val, data.new.val)
         per_seed["pretrained"].append(_row(seed, pre_test, pre_val, 0.0))
         mask_kwargs = masks_fn(params)
-        built = {n: make_method(n, params, **mask_kwargs, **dict(cfg.methods[n])) for n in names}
+        built = {
+            n: make_method(n, params, **mask_kwargs, **cfg.methods[n].to_dict()) for n in names
+        }
         period = math.lcm(*(m.period for m in built.values()))
         steps = -(-cfg.finetune.steps // period) * period
         eval_every = -(-cfg.finetune.eval_every // period) * period
         order = train.finetune_order(data, cfg.finetune, steps, seed)
         finals = {"pretrained": params}
         for n, method in built.items():
-            hparams[n] = dict(getattr(method, "hparams", cfg.methods[n]))
+            hparams[n] = dict(getattr(method, "hparams", cfg.methods[n].to_dict()))
             res = train.finetune(method, model, params, data, order, eval_every, progress=progress)
             per_seed[n].append(_row(seed, res.test, res.val, res.wall_time))
             curves[n].append(res.curve)
@@ -142,12 +122,12 @@ def run(
 
     summary = summarize({k: [_numeric(r) for r in v] for k, v in per_seed.items()})
     results = {
-        "config": to_dict(cfg),
+        "environment": results_lib.environment(command),
+        "config": cfg.to_dict(),
         "finetune_steps": steps,
         "eval_every": eval_every,
         "resolved_hparams": hparams,
-        "versions": versions(),
-        "command": command,
+        "spread": results_lib.SPREAD,
         "total_wall_time_s": total,
         "per_seed": per_seed,
         "summary": summary,
@@ -173,13 +153,13 @@ def _numeric(row: dict[str, float]) -> dict[str, float]:
 
 
 def format_table(summary: dict[str, dict[str, float]], *, markdown: bool) -> str:
-    """The results table: old/new test MSE and wall time, mean ± std over seeds."""
+    """The results table: old/new test MSE (mean ± standard error over seeds) and wall time."""
     header = ["method", "old-data MSE (test)", "new-data MSE (test)", "wall time / run (s)"]
     rows = [
         [
             name,
-            f"{s['old_test_mean']:.4f} ± {s['old_test_std']:.4f}",
-            f"{s['new_test_mean']:.4f} ± {s['new_test_std']:.4f}",
+            f"{s['old_test_mean']:.4f} ± {s['old_test_se']:.4f}",
+            f"{s['new_test_mean']:.4f} ± {s['new_test_se']:.4f}",
             f"{s['wall_time_s_mean']:.2f}" if name != "pretrained" else "-",
         ]
         for name, s in summary.items()
@@ -194,9 +174,13 @@ def format_table(summary: dict[str, dict[str, float]], *, markdown: bool) -> str
 
 
 def _write(
-    out_dir: Path, results: dict[str, Any], model: MLP, cfg: Config, plot_state: dict[str, Any]
+    out_dir: Path,
+    results: dict[str, Any],
+    model: MLP,
+    cfg: ml_collections.ConfigDict,
+    plot_state: dict[str, Any],
 ) -> None:
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    results_lib.write_json(out_dir / "results.json", results)
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "seed", "old_test", "new_test", "old_val", "new_val", "wall_time_s"])
@@ -208,12 +192,12 @@ def _write(
         "",
         f"Seeds: {list(cfg.seeds)}; fine-tuning update calls (= gradient evaluations) per "
         f"method: {results['finetune_steps']}. MSE on noiseless held-out test points, "
-        "mean ± std over seeds.",
+        f"{results_lib.SPREAD}.",
         "",
         format_table(results["summary"], markdown=True),
         "",
     ]
-    (out_dir / "results.md").write_text("\n".join(md))
+    results_lib.write_text_atomic(out_dir / "results.md", "\n".join(md))
     data: ToyData = plot_state["data"]
     params = plot_state["params"]
     shown = {k: params[k] for k in ["pretrained", *HIGHLIGHT] if k in params}
@@ -223,33 +207,31 @@ def _write(
     plots.plot_curves(results["curves"], out_dir / "curves.png")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.toy2d", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="tiny setting that runs in seconds")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: from the config)")
-    p.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
-    p.add_argument("--out", type=Path, default=Path("experiments/results/toy2d"))
-    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
-    return p.parse_args(argv)
+def cli() -> None:
+    """``python -m experiments.toy2d``: flags (defined here, not on import), then :func:`run`."""
+    from absl import app, flags
+    from ml_collections import config_flags
 
+    config = config_flags.DEFINE_config_file("config", "experiments/toy2d/config.py")
+    methods = flags.DEFINE_list("methods", None, "subset of the config's methods (default: all)")
+    out = flags.DEFINE_string("out", "experiments/results/toy2d", "output directory")
+    progress = flags.DEFINE_bool("progress", True, "progress bars")
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """CLI entry point; prints the results table and returns the results."""
-    args = parse_args(argv)
-    cfg = get_config(quick=args.quick)
-    if args.seeds:
-        cfg = dataclasses.replace(cfg, seeds=tuple(args.seeds))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    results = run(
-        cfg,
-        args.out,
-        methods=args.methods,
-        progress=not args.no_progress,
-        command=" ".join(["python", "-m", "experiments.toy2d", *argv]),
-    )
-    print(format_table(results["summary"], markdown=False))
-    print(
-        f"\nwrote {args.out}/results.{{json,csv,md}} and PNGs "
-        f"({results['total_wall_time_s']:.1f} s total)"
-    )
-    return results
+    def main(argv: Sequence[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+        out_dir = Path(out.value)
+        res = run(
+            config.value,
+            out_dir,
+            methods=methods.value,
+            progress=progress.value,
+            command=" ".join(["python -m experiments.toy2d", *sys.argv[1:]]),
+        )
+        print(format_table(res["summary"], markdown=False))
+        print(
+            f"\nwrote {out_dir}/results.{{json,csv,md}} and PNGs "
+            f"({res['total_wall_time_s']:.1f} s total)"
+        )
+
+    app.run(main)

@@ -8,10 +8,10 @@ from typing import Any
 
 import matplotlib.pyplot as plt  # no backend forced: Agg headless, inline in Jupyter
 import numpy as np
+from ml_collections import ConfigDict
 
 from experiments.common.plotting import method_color
 from experiments.toy2d import data as data_lib
-from experiments.toy2d.config import DataConfig
 
 LIMITS = (-3.0, 3.0, -2.5, 2.5)  # x1 min, x1 max, x2 min, x2 max of the plotted window
 DIVERGED = 10.0  # sweep trials with a validation MSE above this are reported as diverged
@@ -36,7 +36,7 @@ def _grid(n: int = 121) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x1, x2, np.stack([x1, x2], -1).reshape(-1, 2)
 
 
-def _support(ax: plt.Axes, cfg: DataConfig) -> None:
+def _support(ax: plt.Axes, cfg: ConfigDict) -> None:
     """Draws the 2-sigma circles of the old and new input distributions."""
     for c, color, label in [(cfg.old_center, OLD_COLOR, "old"), (cfg.new_center, NEW_COLOR, "new")]:
         ax.add_patch(
@@ -48,7 +48,7 @@ def plot_functions(
     model: Any,
     params: Mapping[str, Any],
     toy: data_lib.ToyData,
-    cfg: DataConfig,
+    cfg: ConfigDict,
     path: Path,
     *,
     seed: int = 0,
@@ -107,7 +107,7 @@ def plot_functions(
     plt.close(fig)
 
 
-def plot_slice(model: Any, params: Mapping[str, Any], cfg: DataConfig, path: Path) -> None:
+def plot_slice(model: Any, params: Mapping[str, Any], cfg: ConfigDict, path: Path) -> None:
     """The functions along the line through both input centres (``x2 = old_center[1]``)."""
     x1 = np.linspace(LIMITS[0], LIMITS[1], 400, dtype=np.float32)
     xs = np.stack([x1, np.full_like(x1, cfg.old_center[1])], -1)
@@ -136,7 +136,7 @@ def plot_slice(model: Any, params: Mapping[str, Any], cfg: DataConfig, path: Pat
 
 
 def plot_tradeoff(summary: Mapping[str, Mapping[str, float]], path: Path) -> None:
-    """Old- vs new-data test MSE per method, mean ± std over seeds (log-log)."""
+    """Old- vs new-data test MSE per method, mean ± standard error over seeds (log-log)."""
     fig, ax = plt.subplots(figsize=(8, 6), constrained_layout=True)
     cmap = plt.get_cmap("tab20")
     markers = "osD^v<>phX"
@@ -144,13 +144,13 @@ def plot_tradeoff(summary: Mapping[str, Mapping[str, float]], path: Path) -> Non
         color = "black" if name == "pretrained" else method_color(cmap, i)
         marker = "*" if name in ("profit", "pretrained") else markers[i % len(markers)]
         mx, my = s["new_test_mean"], s["old_test_mean"]
-        # Log axes: a lower bar reaching below zero (std > mean) is clipped at mean / 10.
+        # Log axes: a lower bar reaching below zero (se > mean) is clipped at mean / 10.
         low = lambda m, sd: min(sd, 0.9 * m)
         ax.errorbar(
             mx,
             my,
-            xerr=[[low(mx, s["new_test_std"])], [s["new_test_std"]]],
-            yerr=[[low(my, s["old_test_std"])], [s["old_test_std"]]],
+            xerr=[[low(mx, s["new_test_se"])], [s["new_test_se"]]],
+            yerr=[[low(my, s["old_test_se"])], [s["old_test_se"]]],
             fmt=marker,
             ms=12 if marker == "*" else 7,
             color=color,
@@ -172,7 +172,7 @@ def plot_tradeoff(summary: Mapping[str, Mapping[str, float]], path: Path) -> Non
     ax.set_xlabel("new-data MSE (test)  →  worse")
     ax.set_ylabel("old-data MSE (test)  →  more forgetting")
     ax.set_title(
-        "Fine-tuning trade-off (mean ± std over seeds; lower-left is better)\n"
+        "Fine-tuning trade-off (mean ± standard error over seeds; lower-left is better)\n"
         "lower error bars clipped at mean/10 on the log axes",
         fontsize=10,
     )

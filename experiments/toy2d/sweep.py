@@ -9,12 +9,12 @@ splits are not used for selection. The selected values are copied by hand into
 
 Usage::
 
-    python -m experiments.toy2d.sweep [--quick] [--seeds 100 101] [--methods ...] [--out DIR]
+    python -m experiments.toy2d.sweep [--config=experiments/toy2d/config.py[:quick]]
+        [--config.tuning_seeds="(100,101)"] [--methods=adam,profit,...] [--out=DIR] [--noprogress]
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -22,11 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from experiments.common import results
 from experiments.toy2d import plots, train
-from experiments.toy2d.config import SWEEP_GRIDS, SWEEP_SEEDS, Config, get_config, to_dict
+from experiments.toy2d.config import SWEEP_GRIDS
 from experiments.toy2d.data import make_data
 from experiments.toy2d.main import MakeMethod, _default_make_method, _masks
 from experiments.toy2d.model import MLP
@@ -41,7 +43,7 @@ def combinations(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 
 def sweep(
-    cfg: Config,
+    cfg: ml_collections.ConfigDict,
     grids: Mapping[str, Mapping[str, Sequence[Any]]],
     seeds: Sequence[int],
     *,
@@ -107,31 +109,41 @@ def format_sweep(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """CLI entry point."""
-    p = argparse.ArgumentParser(prog="python -m experiments.toy2d.sweep", description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SWEEP_SEEDS))
-    p.add_argument("--methods", nargs="+", default=list(SWEEP_GRIDS))
-    p.add_argument("--out", type=Path, default=Path("experiments/results/toy2d/sweep"))
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    cfg = get_config(quick=args.quick)
-    grids = {n: SWEEP_GRIDS[n] for n in args.methods}
-    result = sweep(cfg, grids, args.seeds, progress=not args.no_progress)
-    result["config"] = to_dict(cfg)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep.json").write_text(json.dumps(result, indent=1))
+def write(result: Mapping[str, Any], out: Path) -> str:
+    """Writes ``sweep.json``, ``sweep.md`` and ``sweep.png`` to ``out``; returns the table."""
+    results.write_json(out / "sweep.json", result)
     table = format_sweep(result)
-    (args.out / "sweep.md").write_text(
-        f"# 2D toy hyperparameter sweep\n\nTuning seeds {args.seeds}; criterion: "
-        f"{result['criterion']}.\n\n{table}\n"
+    results.write_text_atomic(
+        out / "sweep.md",
+        f"# 2D toy hyperparameter sweep\n\nTuning seeds {list(result['seeds'])}; criterion: "
+        f"{result['criterion']}.\n\n{table}\n",
     )
-    plots.plot_sweep(result, args.out / "sweep.png")
-    print(table)
-    print("\nselected:", json.dumps(result["selected"], indent=1))
-    return result
+    plots.plot_sweep(result, out / "sweep.png")
+    return table
+
+
+def cli() -> None:
+    """``python -m experiments.toy2d.sweep``: flags (defined here, not on import), the sweep."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file("config", "experiments/toy2d/config.py")
+    methods = flags.DEFINE_list("methods", list(SWEEP_GRIDS), "methods whose grid is swept")
+    out = flags.DEFINE_string("out", "experiments/results/toy2d/sweep", "output directory")
+    progress = flags.DEFINE_bool("progress", True, "progress bars")
+
+    def main(argv: Sequence[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+        cfg = config.value
+        grids = {n: SWEEP_GRIDS[n] for n in methods.value}
+        result = sweep(cfg, grids, cfg.tuning_seeds, progress=progress.value)
+        result["config"] = cfg.to_dict()
+        print(write(result, Path(out.value)))
+        print("\nselected:", json.dumps(result["selected"], indent=1))
+
+    app.run(main)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -5,38 +5,21 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
-from experiments.toy2d.config import FinetuneConfig, PretrainConfig
+from experiments.common.train import MethodLike
 from experiments.toy2d.data import Split, ToyData, batch_indices
 from experiments.toy2d.model import mse
 
 Params = Any
-
-
-class MethodLike(Protocol):
-    """The part of ``profit_optax.registry.Method`` that the fine-tuning loop uses."""
-
-    name: str
-    tx: optax.GradientTransformation
-
-    @property
-    def period(self) -> int: ...
-
-    def init_params(self, params: Params) -> Any: ...
-
-    def grad_params(self, stored: Any) -> Params: ...
-
-    def eval_params(self, stored: Any, opt_state: optax.OptState) -> Params: ...
-
-    def apply(self, stored: Any, updates: Any) -> Any: ...
 
 
 def _scan_steps(
@@ -58,7 +41,7 @@ def init_params(model: nn.Module, seed: int) -> Params:
 def pretrain(
     model: nn.Module,
     data: ToyData,
-    cfg: PretrainConfig,
+    cfg: ConfigDict,
     seed: int,
     *,
     progress: bool = True,
@@ -124,7 +107,7 @@ def _stream(seed: int, purpose: int) -> int:
     return int(np.random.SeedSequence([seed, purpose]).generate_state(1)[0])
 
 
-def finetune_order(data: ToyData, cfg: FinetuneConfig, steps: int, seed: int) -> np.ndarray:
+def finetune_order(data: ToyData, cfg: ConfigDict, steps: int, seed: int) -> np.ndarray:
     """The fine-tuning mini-batch order for ``seed``; shared by every method."""
     return batch_indices(data.new.train.x.shape[0], cfg.batch_size, steps, _stream(seed, 2))
 

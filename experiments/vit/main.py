@@ -8,23 +8,10 @@ See docs/vit_experiment.md.
 
 from __future__ import annotations
 
-import ml_collections
 from absl import app
 
 from experiments.common import cli
-from experiments.vit.model import ViT, vit
-
-
-def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> ViT:
-    """The ViT described by ``config.model`` (variant, patch_size, pool, dropout_rate)."""
-    return vit(
-        model_config.variant,
-        num_classes,
-        patch_size=model_config.patch_size,
-        pool=model_config.pool,
-        dropout_rate=model_config.dropout_rate,
-    )
-
+from experiments.vit.model import build_model
 
 main = cli.make_main(build_model)
 

@@ -19,6 +19,7 @@ from typing import Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 #: Model sizes: width (hidden size D), depth (blocks), num_heads, mlp_dim.
@@ -176,4 +177,15 @@ def vit(
         pool=pool,
         dropout_rate=dropout_rate,
         **VARIANTS[name],
+    )
+
+
+def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> ViT:
+    """The ViT described by ``config.model`` (variant, patch_size, pool, dropout_rate)."""
+    return vit(
+        model_config.variant,
+        num_classes,
+        patch_size=model_config.patch_size,
+        pool=model_config.pool,
+        dropout_rate=model_config.dropout_rate,
     )
