@@ -154,6 +154,20 @@ def environment(command: str | None = None) -> dict[str, Any]:
     }
 
 
+def provenance(res: Mapping[str, Any]) -> str:
+    """The footer of a generated results page: command, commit and machine of the file.
+
+    The commit is the one that assembled the file from the run cache; every cached run
+    is keyed by its full configuration, protocol version included.
+    """
+    env = res.get("environment", {})
+    return (
+        f"Command: `{env.get('command', '?')}`; commit {str(env.get('git_commit', '?'))[:12]}; "
+        f"{env.get('machine', {}).get('devices', '?')}, {env.get('machine', {}).get('cpus', '?')} "
+        f"cores; {env.get('date', '?')}."
+    )
+
+
 def aggregate(
     records: Sequence[Mapping[str, Any]],
     *,

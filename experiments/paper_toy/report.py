@@ -223,7 +223,7 @@ def tables(res: Mapping[str, Any]) -> dict[str, str]:
 
 
 def write_markdown(res: Mapping[str, Any], path: Path) -> Path:
-    from experiments.common.results import write_text_atomic
+    from experiments.common.results import provenance, write_text_atomic
 
     parts = [f"# {res['name']}", ""]
     titles = {
@@ -235,12 +235,7 @@ def write_markdown(res: Mapping[str, Any], path: Path) -> Path:
     }
     for name, table in tables(res).items():
         parts += [f"## {titles.get(name, name)}", "", table, ""]
-    env = res.get("environment", {})
-    parts += [
-        f"Command: `{env.get('command', '?')}`; commit {env.get('git_commit', '?')[:12]}; "
-        f"{env.get('machine', {}).get('devices', '?')}; wall time "
-        f"{res.get('wall_time_s', math.nan):.0f} s.",
-    ]
+    parts.append(provenance(res))
     return write_text_atomic(path, "\n".join(parts) + "\n")
 
 

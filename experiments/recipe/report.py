@@ -177,7 +177,7 @@ def tables(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
 
 
 def write_markdown(res: Mapping[str, Any], path: Path, prefix: str) -> Path:
-    from experiments.common.results import write_text_atomic
+    from experiments.common.results import provenance, write_text_atomic
 
     titles = {
         "table2": "Beside the paper (Table 2, ViT-Tiny)",
@@ -205,12 +205,7 @@ def write_markdown(res: Mapping[str, Any], path: Path, prefix: str) -> Path:
         ]
     for name, table in tables(res, prefix).items():
         parts += [f"## {titles[name.removeprefix(prefix + '_')]}", "", table, ""]
-    env = res.get("environment", {})
-    parts.append(
-        f"Command: `{env.get('command', '?')}`; commit {env.get('git_commit', '?')[:12]}; "
-        f"{env.get('machine', {}).get('devices', '?')}; "
-        f"wall time {res.get('wall_time_s', 0):.0f} s."
-    )
+    parts.append(provenance(res))
     return write_text_atomic(path, "\n".join(parts) + "\n")
 
 
