@@ -244,7 +244,12 @@ def run(suite: Suite) -> dict[str, Any]:
     for convention in cfg.conventions:
         labels = list(cfg.methods)
         if convention == "main":
-            labels = [k for k in labels if k in cfg.main_convention_methods]
+            # The paper's rows and SAM, and the best baseline of the first convention: the
+            # comparison keeps its baseline (a one-gradient method runs the same either way).
+            keep = set(cfg.main_convention_methods)
+            if tuning:
+                keep.add(out["conventions"][cfg.tune_conventions[0]]["best_baseline"])
+            labels = [k for k in labels if k in keep]
         calls = {label: suite.calls(label, convention) for label in labels}
         conv: dict[str, Any] = {"calls": calls}
         selections: dict[str, protocol.Selection] = {}
@@ -294,7 +299,11 @@ def run(suite: Suite) -> dict[str, Any]:
             ratio = paper_ratio_choice(selections, paper_lr)
             methods = {k: cfg.methods[k].method for k in selections}
             conv["paper_profit_ratio"] = ratio
-            conv["best_baseline"] = protocol.best_baseline(selections, methods)
+            conv["best_baseline"] = (
+                protocol.best_baseline(selections, methods)
+                if "selected_under" not in conv
+                else out["conventions"][conv["selected_under"]]["best_baseline"]
+            )
             conv["comparisons"] = compare(cfg, rows, conv["best_baseline"], ratio)
         conv["rows"] = rows
         out["conventions"][convention] = conv
