@@ -35,13 +35,27 @@ def _paired(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], 
     }
 
 
-def _row(task: str, model: str, unit: str, base: str, profit: str, diff, scale: float) -> dict:
+def _hp(hp: Mapping[str, Any]) -> str:
+    """``lr 0.0005, λ ratio 1000`` from a selected point (what the table shows of it)."""
+    parts = [f"lr {hp['learning_rate']:.3g}"]
+    if "ref_ratio" in hp:
+        parts.append("λ ratio " + ("auto" if hp["ref_ratio"] is None else f"{hp['ref_ratio']:g}"))
+    if "ref_learning_rate" in hp:
+        r = hp["ref_learning_rate"]
+        parts.append("λ_ref " + ("auto" if r is None else f"{r:g}"))
+    return ", ".join(parts)
+
+
+def _row(
+    task: str, model: str, unit: str, base: str, profit: str, diff, scale: float, hp=None
+) -> dict:
     return {
         "task": task,
         "model": model,
         "unit": unit,
         "baseline": base,
         "profit": profit,
+        "profit_hparams": _hp(hp) if hp else "",
         "diff": diff,
         "scale": scale,
         "word": protocol.word(diff["mean"], lower_is_better=False),
@@ -67,7 +81,18 @@ def paper_toy_rows(res: Mapping[str, Any]) -> list[dict]:
             [r["test"] for r in rows[best]["runs"]], [r["test"] for r in rows[base]["runs"]], -1.0
         )
         what = {"grads": "equal gradients", "main": "equal main steps"}[conv_name]
-        out.append(_row(f"paper toy ({what})", "2-500-500-1 MLP", "MSE", base, best, diff, 1.0))
+        out.append(
+            _row(
+                f"paper toy ({what})",
+                "2-500-500-1 MLP",
+                "MSE",
+                base,
+                best,
+                diff,
+                1.0,
+                sel[best]["hparams"],
+            )
+        )
     return out
 
 
@@ -89,6 +114,7 @@ def toy2d_rows(res: Mapping[str, Any]) -> list[dict]:
             best,
             _paired(rec(best), rec(base), -1.0),
             1.0,
+            res["config"]["methods"][best],
         )
     ]
 
@@ -118,6 +144,7 @@ def recipe_rows(res: Mapping[str, Any], task: str, model: str) -> list[dict]:
                 best,
                 _paired([r["test"] for r in rows[best]["runs"]], base_runs, 1.0),
                 100.0,
+                sel[best]["hparams"],
             )
         )
         main = rows.get(f"{best}@main")
@@ -131,6 +158,7 @@ def recipe_rows(res: Mapping[str, Any], task: str, model: str) -> list[dict]:
                     f"{best}@main",
                     _paired([r["test"] for r in main["runs"]], base_runs, 1.0),
                     100.0,
+                    sel[best]["hparams"],
                 )
             )
     return out
@@ -182,20 +210,9 @@ def table(root: Path) -> str:
             f"{s * d[k]['mean']:+.3g} [{s * d[k]['lo']:+.3g}, {s * d[k]['hi']:+.3g}]"
             for k in protocol.METRICS
         ]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["task"],
-                    r["model"],
-                    f"`{r['baseline']}`",
-                    f"`{r['profit']}`",
-                    *cells,
-                    f"**{r['word']}**",
-                ]
-            )
-            + " |"
-        )
+        profit = f"`{r['profit']}`" + (f" ({r['profit_hparams']})" if r["profit_hparams"] else "")
+        cells = [r["task"], r["model"], f"`{r['baseline']}`", profit, *cells, f"**{r['word']}**"]
+        lines.append("| " + " | ".join(cells) + " |")
     note = (
         "PROFIT − best baseline, paired over the reporting seeds, mean [95% t-interval], signed so "
         "that **positive favours PROFIT** (accuracy points for the image tasks, minus the MSE for "

@@ -27,7 +27,10 @@ def _recipe(kind="class_split"):
         },
         "profit@main": {"method": "profit", "runs": _runs([0.6, 0.6, 0.6], [0.9, 0.9, 0.9])},
     }
-    sel = {k: {"score": -0.1 * i} for i, k in enumerate(["adam", "sgd", "profit", "profit_warmup"])}
+    sel = {
+        k: {"score": -0.1 * i, "hparams": {"learning_rate": 1e-3, "ref_ratio": 100.0}}
+        for i, k in enumerate(["adam", "sgd", "profit", "profit_warmup"])
+    }
     return {
         "selection": sel,
         "rows": rows,
@@ -62,7 +65,10 @@ def test_errors_are_signed_so_that_positive_favours_profit(tmp_path):
         for i, (o, n) in enumerate(zip(old, new, strict=True))
     ]
     conv = {
-        "selection": {"full_ft": {"score": 1.0}, "profit_rmsprop": {"score": 2.0}},
+        "selection": {
+            "full_ft": {"score": 1.0, "hparams": {"learning_rate": 5e-4}},
+            "profit_rmsprop": {"score": 2.0, "hparams": {"learning_rate": 5e-4, "ref_ratio": None}},
+        },
         "best_baseline": "full_ft",
         "rows": {
             "full_ft": {"method": "rmsprop", "runs": runs([0.5, 0.6, 0.7], [0.2, 0.2, 0.2])},
@@ -79,4 +85,6 @@ def test_errors_are_signed_so_that_positive_favours_profit(tmp_path):
     (row,) = verdict.rows(tmp_path)
     assert row["diff"]["old"]["mean"] == pytest.approx(0.4)  # PROFIT's old error is lower
     assert row["word"] == "better"
-    assert "**better**" in verdict.table(tmp_path)
+    table = verdict.table(tmp_path)
+    assert "**better**" in table
+    assert "`profit_rmsprop` (lr 0.0005, λ ratio auto)" in table
