@@ -214,9 +214,12 @@ def plot_row_curves(
         ax.set_ylabel(ylabel)
         if ylog:
             ax.set_yscale("log")
-    axes[0][-1].legend(fontsize=7, ncol=2)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    ncol = min(len(labels), 4)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    rows_of_legend = -(-len(labels) // ncol) if labels else 0
+    fig.tight_layout(rect=(0, 0.05 + 0.06 * rows_of_legend, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
