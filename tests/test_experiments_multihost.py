@@ -183,7 +183,7 @@ def test_mlp_pipeline_across_processes_matches_single_process(tmp_path):
     assert [r["label"] for r in got_rows] == [r["label"] for r in want_rows]
     assert [r["label"] for r in want_rows][1:] == [r["label"] for r in rows] == ["adam", "profit"]
     for g, w in zip(got_rows, want_rows, strict=True):
-        for k in ("old_acc_mean", "new_acc_mean", "mean_acc_mean", "old_acc_std", "new_acc_std"):
+        for k in ("old_acc_mean", "new_acc_mean", "mean_acc_mean", "old_acc_se", "new_acc_se"):
             nan = lambda v: np.nan if v is None else v  # NaN is written as null
             np.testing.assert_allclose(nan(g[k]), nan(w[k]), atol=1e-6, err_msg=f"{w['label']} {k}")
     pre = [json.loads((d / "pretrain" / "pretrain.json").read_text()) for d in (multi, single)]

@@ -117,28 +117,24 @@ def test_demo_mode_needs_no_tuning_seeds():
         config.get_config("fast")
 
 
-def test_main_writes_results_and_figures(quick_cache, tmp_path, capsys):
-    """The entry point (flags, results.json with provenance, Markdown, figures), from the cache
+def test_main_writes_results_and_figures(quick_cache, tmp_path):
+    """The entry point's work (results.json with provenance, Markdown, figures), from the cache
     that the end-to-end test filled."""
-    from absl import flags
-
+    from experiments.common import suite_cli
     from experiments.paper_toy import main
 
     out = tmp_path / "out"
-    flags.FLAGS(
-        [
-            "paper_toy",
-            "--config=experiments/paper_toy/config.py:quick",
-            f"--workdir={quick_cache / 'cache'}",
-            f"--out={out}",
-        ]
+    page = suite_cli.run(
+        "paper_toy",
+        config.get_config("quick"),
+        main.run_suite,
+        main.write_outputs,
+        workdir=str(quick_cache / "cache"),
+        out=str(out),
+        command="python -m experiments.paper_toy --config=experiments/paper_toy/config.py:quick",
     )
-    try:
-        main.main([])
-    finally:
-        flags.FLAGS.unparse_flags()
     saved = json.loads((out / "results.json").read_text())
     assert saved["environment"]["command"].startswith("python -m experiments.paper_toy")
     for name in ("results.md", "tradeoff_grads.png", "curves_main.png"):
         assert (out / name).stat().st_size > 0
-    assert "Beside the paper (Table 1)" in capsys.readouterr().out
+    assert "Beside the paper (Table 1)" in page.read_text()

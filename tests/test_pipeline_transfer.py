@@ -106,14 +106,14 @@ def test_results_aggregate_and_table(tmp_path):
     assert [r["label"] for r in rows] == ["a", "b"]
     assert rows[0]["n"] == 2 and rows[0]["method"] == "adam"
     assert rows[0]["acc_mean"] == pytest.approx(0.6)
-    assert rows[0]["acc_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
-    assert rows[1]["acc_std"] == 0.0
+    assert rows[0]["acc_se"] == pytest.approx(np.std([0.5, 0.7], ddof=1) / np.sqrt(2))
+    assert rows[1]["acc_se"] == 0.0
     paths = results.write_table(
         rows, tmp_path / "t", columns=[("acc", "acc (%)", 100.0, 1)], label_key="label"
     )
     md = paths["md"].read_text()
-    assert "| a | 2 | 60.0 ± 14.1 |" in md
-    assert paths["csv"].read_text().splitlines()[0] == "method,n,acc_mean,acc_std"
+    assert "| a | 2 | 60.0 ± 10.0 |" in md  # standard error: 14.1 / sqrt(2)
+    assert paths["csv"].read_text().splitlines()[0] == "method,n,acc_mean,acc_se"
     assert json.loads(paths["json"].read_text())[1]["acc_mean"] == pytest.approx(0.1)
 
 

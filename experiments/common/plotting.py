@@ -30,12 +30,12 @@ def plot_tradeoff(
     reference_x: float | None = None,
     reference_label: str = "before fine-tuning",
 ) -> Path:
-    """Scatter of ``<x>_mean`` vs ``<y>_mean`` per row with ``_std`` error bars.
+    """Scatter of ``<x>_mean`` vs ``<y>_mean`` per row with ``_se`` (standard error) bars.
 
     Args:
       rows: aggregated rows (see :func:`experiments.common.results.aggregate`).
       path: PNG file to write.
-      x, y: metric names (the rows hold ``<metric>_mean`` and ``<metric>_std``).
+      x, y: metric names (the rows hold ``<metric>_mean`` and ``<metric>_se``).
       label_key: row field used to annotate each point.
       xlabel, ylabel, title: axis labels and title.
       scale: multiply values by this (e.g. 100 for percent).
@@ -51,8 +51,8 @@ def plot_tradeoff(
         ax.errorbar(
             row[f"{x}_mean"] * scale,
             row[f"{y}_mean"] * scale,
-            xerr=row[f"{x}_std"] * scale,
-            yerr=row[f"{y}_std"] * scale,
+            xerr=row[f"{x}_se"] * scale,
+            yerr=row[f"{y}_se"] * scale,
             fmt="o",
             capsize=3,
             color=method_color(colors, i),
@@ -83,7 +83,7 @@ def plot_learning_curves(
     scale: float = 1.0,
     title: str = "",
 ) -> Path:
-    """One panel per metric: mean over records of each label vs step, ±1 sample std shaded.
+    """One panel per metric: mean over records of each label vs step, ±1 standard error shaded.
 
     Args:
       records: per-run dicts holding ``label_key`` and a ``history`` list of
@@ -116,7 +116,8 @@ def plot_learning_curves(
             steps = np.array([s for s, _ in curves[0]])
             values = np.array([[v for _, v in c] for c in curves]) * scale
             mean = values.mean(0)
-            std = values.std(0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+            n = len(curves)
+            std = values.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(mean)
             color = method_color(colors, i)
             ax.plot(steps, mean, marker=".", color=color, label=str(label))
             if len(curves) > 1:

@@ -2,10 +2,10 @@
 
 One home for the experiments' conventions:
 
-* **Spread.** Protocol-following suites report the **standard error** of the mean
-  over seeds (:func:`mean_se`, sample std / sqrt(n)), the unit the PROFIT paper
-  uses, and name it in every table header (:data:`SPREAD`). :func:`mean_std`
-  (sample std) remains for the older tables that say so.
+* **Spread.** Every table reports the **standard error** of the mean over seeds
+  (:func:`mean_se`, sample std / sqrt(n)), the unit the PROFIT paper uses, and
+  names it (:data:`SPREAD`). :func:`mean_std` (sample std) is for criteria that
+  are defined on it (the λ_ref study's bar), not for reported spreads.
 * **Comparisons** of two methods run on the same seeds are paired differences
   with a two-sided 95% Student-t interval (:func:`paired_difference`).
 * **Provenance.** Every results file records :func:`environment` (command, git
@@ -178,7 +178,8 @@ def aggregate(
     """Groups ``records`` by ``group_by`` (first-seen order) and summarises ``metrics``.
 
     Each output row has ``group_by``, the ``keep`` fields of the group's first
-    record, ``n`` (number of records), and ``<metric>_mean`` / ``<metric>_std``.
+    record, ``n`` (number of records), and ``<metric>_mean`` / ``<metric>_se`` (the
+    standard error over the group).
     """
     groups: dict[Any, list[Mapping[str, Any]]] = {}
     for record in records:
@@ -187,18 +188,18 @@ def aggregate(
     for key, group in groups.items():
         row: dict[str, Any] = {group_by: key, **{k: group[0][k] for k in keep}, "n": len(group)}
         for metric in metrics:
-            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std([r[metric] for r in group])
+            row[f"{metric}_mean"], row[f"{metric}_se"] = mean_se([r[metric] for r in group])
         rows.append(row)
     return rows
 
 
-def format_mean_std(mean: float | None, std: float | None, *, scale: float, digits: int) -> str:
+def format_mean_se(mean: float | None, se: float | None, *, scale: float, digits: int) -> str:
     """``"12.34 ± 0.56"`` (values multiplied by ``scale``); ``"–"`` when missing."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
     text = f"{mean * scale:.{digits}f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        text += f" ± {std * scale:.{digits}f}"
+    if se is not None and not (isinstance(se, float) and math.isnan(se)):
+        text += f" ± {se * scale:.{digits}f}"
     return text
 
 
@@ -217,8 +218,8 @@ def write_table(
     Args:
       rows: output of :func:`aggregate` (plus any extra rows with the same keys).
       stem: output path without suffix.
-      columns: ``(metric, title, scale, digits)``: the metric's ``_mean``/``_std``
-        fields become one column (Markdown ``mean ± std``; CSV two columns).
+      columns: ``(metric, title, scale, digits)``: the metric's ``_mean``/``_se``
+        fields become one column (Markdown ``mean ± se``; CSV two columns).
       label_key: the row field naming each row.
       label_title: header of the label column.
       title: Markdown heading.
@@ -233,12 +234,12 @@ def write_table(
         writer = csv.writer(f)
         header = [label_title, "n"]
         for metric, *_ in columns:
-            header += [f"{metric}_mean", f"{metric}_std"]
+            header += [f"{metric}_mean", f"{metric}_se"]
         writer.writerow(header)
         for row in rows:
             line = [row[label_key], row.get("n", "")]
             for metric, *_ in columns:
-                for suffix in ("_mean", "_std"):
+                for suffix in ("_mean", "_se"):
                     value = row.get(metric + suffix)
                     line.append("" if value is None or value != value else f"{value:.6g}")
             writer.writerow(line)
@@ -251,8 +252,8 @@ def write_table(
         cells = [str(row[label_key]), str(row.get("n", ""))]
         for metric, _, scale, digits in columns:
             cells.append(
-                format_mean_std(
-                    row.get(metric + "_mean"), row.get(metric + "_std"), scale=scale, digits=digits
+                format_mean_se(
+                    row.get(metric + "_mean"), row.get(metric + "_se"), scale=scale, digits=digits
                 )
             )
         md.append("| " + " | ".join(cells) + " |")

@@ -2,7 +2,9 @@
 ``python -m experiments.recipe``): where the run cache and the outputs live, which shard
 this process runs, and the writing of ``results.json`` by shard 0.
 
-Flags (besides each suite's ``--config``):
+Flags (defined by :func:`main` when a suite runs as a program, never on import, so that
+the suites and the older pipelines can share one process, e.g. under pytest):
+  --config: the suite's ml_collections config file, with ``--config.<field>=value``.
   --workdir: the run cache, shared by shards and sessions (default ``runs/<suite>/cache``).
   --out: ``results.json``, ``results.md`` and the figures (default ``runs/<suite>``).
   --shard: ``i/n``: this process runs the jobs of shard i of n (start n processes).
@@ -18,41 +20,73 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from absl import flags
+import ml_collections
 
 from experiments.common import protocol, results
 from experiments.common.cache import RunCache
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "run cache (default runs/<suite>/cache)")
-_OUT = flags.DEFINE_string("out", None, "output directory (default runs/<suite>)")
-_SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run shard i of n")
-_PROGRESS = flags.DEFINE_bool("progress", False, "progress bars")
+#: (config, runner, progress) -> the suite's results dict.
+RunSuite = Callable[[ml_collections.ConfigDict, protocol.Runner, bool], Mapping[str, Any]]
+#: (results as written, out_dir) -> the Markdown page written (printed at the end).
+WriteOutputs = Callable[[dict[str, Any], Path], Path]
 
 
-def progress() -> bool:
-    return _PROGRESS.value
-
-
-def runner(suite: str) -> protocol.Runner:
-    """The sharded runner over ``--workdir`` for ``suite``."""
-    index, count = (int(x) for x in _SHARD.value.split("/"))
-    return protocol.Runner(RunCache(_WORKDIR.value or f"runs/{suite}/cache"), (index, count))
-
-
-def finish(
+def run(
     suite: str,
-    run: protocol.Runner,
-    res: Mapping[str, Any],
-    write_outputs: Callable[[dict[str, Any], Path], Path],
-) -> None:
-    """Shard 0 writes ``results.json`` (with :func:`results.environment`) and the outputs
-    ``write_outputs(results, out_dir)`` renders from the file as written; prints them."""
-    logging.info("shard %s ran %d jobs", run.shard, run.ran)
-    if run.shard[0] != 0:
-        return
-    out = Path(_OUT.value or f"runs/{suite}")
-    command = f"python -m experiments.{suite} " + " ".join(sys.argv[1:])
+    config: ml_collections.ConfigDict,
+    run_suite: RunSuite,
+    write_outputs: WriteOutputs,
+    *,
+    workdir: str | None = None,
+    out: str | None = None,
+    shard: str = "0/1",
+    progress: bool = False,
+    command: str | None = None,
+) -> Path | None:
+    """Runs (or reads from the cache) a suite; shard 0 writes ``results.json`` with
+    :func:`results.environment` and the outputs rendered from the file as written.
+
+    Returns the Markdown page shard 0 wrote (None on the other shards).
+    """
+    index, count = (int(x) for x in shard.split("/"))
+    runner = protocol.Runner(RunCache(workdir or f"runs/{suite}/cache"), (index, count))
+    res = run_suite(config, runner, progress)
+    logging.info("shard %s ran %d jobs", runner.shard, runner.ran)
+    if index != 0:
+        return None
+    out_dir = Path(out or f"runs/{suite}")
+    command = command or f"python -m experiments.{suite} " + " ".join(sys.argv[1:])
     path = results.write_json(
-        out / "results.json", {"environment": results.environment(command), **res}
+        out_dir / "results.json", {"environment": results.environment(command), **res}
     )
-    print(write_outputs(json.loads(path.read_text()), out).read_text())
+    return write_outputs(json.loads(path.read_text()), out_dir)
+
+
+def main(suite: str, config_file: str, run_suite: RunSuite, write_outputs: WriteOutputs) -> None:
+    """The program: defines the flags, parses the command line, runs, prints the page."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file("config", config_file)
+    workdir = flags.DEFINE_string("workdir", None, "run cache (default runs/<suite>/cache)")
+    out = flags.DEFINE_string("out", None, "output directory (default runs/<suite>)")
+    shard = flags.DEFINE_string("shard", "0/1", "i/n: run shard i of n")
+    progress = flags.DEFINE_bool("progress", False, "progress bars")
+
+    def program(argv: list[str]) -> None:
+        del argv
+        logging.getLogger().setLevel(logging.INFO)
+        page = run(
+            suite,
+            config.value,
+            run_suite,
+            write_outputs,
+            workdir=workdir.value,
+            out=out.value,
+            shard=shard.value,
+            progress=progress.value,
+        )
+        if page is not None:
+            print(page.read_text())
+
+    app.run(program)

@@ -22,7 +22,7 @@ Protocol (PROFIT paper, CIFAR-10 -> CIFAR-100 style):
      measures how much the shared representation drifted away from what the old
      head expects: forgetting.
 
-4. **Report** per-run metrics JSON, a table (mean ± std over seeds) as
+4. **Report** per-run metrics JSON, a table (mean ± standard error over seeds) as
    JSON/CSV/Markdown, and PNG plots (old vs new accuracy, learning curves).
 
 With several processes (``jax.distributed``, see
@@ -536,12 +536,12 @@ def write_report(
         "method": "-",
         "n": 1,
         "old_acc_mean": pre_summary["old_acc"],
-        "old_acc_std": math.nan,
+        "old_acc_se": math.nan,
         "train_time_s_mean": pre_summary.get("train_time_s", math.nan),
-        "train_time_s_std": math.nan,
+        "train_time_s_se": math.nan,
     }
     for metric in ("new_acc", "mean_acc"):
-        reference[f"{metric}_mean"] = reference[f"{metric}_std"] = math.nan
+        reference[f"{metric}_mean"] = reference[f"{metric}_se"] = math.nan
     ft = config.finetune
     notes = [
         f"Old task: {config.old_task.dataset} classes {config.old_task.get('classes') or 'all'}; "
@@ -550,7 +550,7 @@ def write_report(
         "head; new acc: new-task test accuracy with the new head; mean: their average.",
         f"Fine-tuning: {ft.num_steps} update calls (= gradient evaluations) of batch "
         f"{ft.batch_size} per run from the pretrained backbone and a zero-initialised new "
-        f"head; mean ± sample std over seeds {list(ft.seeds)} (seed = batch order and "
+        f"head; {results.SPREAD} {list(ft.seeds)} (seed = batch order and "
         "augmentation, shared by all methods).",
         "wall time: fine-tuning loop (update calls and batching) without evaluation and "
         "compilation; the reference row's is the pretraining time.",
@@ -572,7 +572,7 @@ def write_report(
         label_key="label",
         xlabel="old-task test accuracy (%), frozen old head",
         ylabel="new-task test accuracy (%)",
-        title=f"{config.get('name', '')}\nmean ± std over seeds {list(ft.seeds)}",
+        title=f"{config.get('name', '')}\n{results.SPREAD} {list(ft.seeds)}",
         scale=100.0,
         reference_x=pre_summary["old_acc"],
         reference_label="old acc before fine-tuning",

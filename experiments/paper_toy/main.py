@@ -1,31 +1,32 @@
 """Runs the paper toy suite: ``python -m experiments.paper_toy --config=...[:demo|:quick]``.
 
 ``--config`` is ``experiments/paper_toy/config.py`` (with ``--config.<field>=value``
-overrides); the other flags are :mod:`experiments.common.suite_cli`'s.
+overrides); the flags are :mod:`experiments.common.suite_cli`'s.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from ml_collections import config_flags
+import ml_collections
 
-from experiments.common import suite_cli
+from experiments.common import protocol, suite_cli
 from experiments.paper_toy import report, suite
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/paper_toy/config.py")
+CONFIG_FILE = "experiments/paper_toy/config.py"
 
 
-def _outputs(res: dict[str, Any], out: Path) -> Path:
+def run_suite(
+    cfg: ml_collections.ConfigDict, runner: protocol.Runner, progress: bool
+) -> dict[str, Any]:
+    return suite.run(suite.Suite(cfg, runner, progress=progress))
+
+
+def write_outputs(res: dict[str, Any], out: Path) -> Path:
     report.plot(res, out)
     return report.write_markdown(res, out / "results.md")
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    logging.getLogger().setLevel(logging.INFO)
-    runner = suite_cli.runner("paper_toy")
-    res = suite.run(suite.Suite(_CONFIG.value, runner, progress=suite_cli.progress()))
-    suite_cli.finish("paper_toy", runner, res, _outputs)
+def main() -> None:
+    suite_cli.main("paper_toy", CONFIG_FILE, run_suite, write_outputs)

@@ -1,31 +1,32 @@
 """Runs a recipe suite: ``python -m experiments.recipe --config=experiments/recipe/config.py:MODE``.
 
-Modes: see :func:`experiments.recipe.config.get_config`; the other flags are
+Modes: see :func:`experiments.recipe.config.get_config`; the flags are
 :mod:`experiments.common.suite_cli`'s.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from ml_collections import config_flags
+import ml_collections
 
-from experiments.common import suite_cli
+from experiments.common import protocol, suite_cli
 from experiments.recipe import report, suite
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/recipe/config.py")
+CONFIG_FILE = "experiments/recipe/config.py"
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    logging.getLogger().setLevel(logging.INFO)
-    runner = suite_cli.runner("recipe")
-    res = suite.run(suite.Suite(_CONFIG.value, runner, progress=suite_cli.progress()))
+def run_suite(
+    cfg: ml_collections.ConfigDict, runner: protocol.Runner, progress: bool
+) -> dict[str, Any]:
+    return suite.run(suite.Suite(cfg, runner, progress=progress))
 
-    def outputs(res: dict[str, Any], out: Path) -> Path:
-        report.plot(res, out)
-        return report.write_markdown(res, out / "results.md", f"recipe_{_CONFIG.value.mode}")
 
-    suite_cli.finish("recipe", runner, res, outputs)
+def write_outputs(res: dict[str, Any], out: Path) -> Path:
+    report.plot(res, out)
+    return report.write_markdown(res, out / "results.md", f"recipe_{res['config']['mode']}")
+
+
+def main() -> None:
+    suite_cli.main("recipe", CONFIG_FILE, run_suite, write_outputs)
