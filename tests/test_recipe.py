@@ -95,3 +95,17 @@ def test_same_label_quick_suite_keeps_the_head_and_shifts_only_the_new_part(tmp_
     curve = res["rows"]["profit"]["runs"][0]["curve"]
     assert {"train_conflict", "train_cos_g_delta", "train_removed_frac"} <= set(curve[-1])
     assert 0.0 <= curve[-1]["train_conflict"] <= 1.0
+
+
+def test_both_models_build_without_the_pipelines_flags():
+    """The suite's program defines --config; importing a model must not define it again
+    (experiments.<model>.main imports the older pipeline's command line)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from experiments.recipe import config, suite\n"
+        "for mode in ('mlp', 'vit'): suite.build_model(config.get_config(mode).model, 5)\n"
+        "assert 'experiments.common.cli' not in sys.modules, 'pipeline flags imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -43,7 +43,7 @@ def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int):
         from experiments.mlp.model import MLP
 
         return MLP(num_classes=num_classes, hidden=tuple(model_cfg.hidden))
-    from experiments.vit.main import build_model as vit
+    from experiments.vit.model import build_model as vit  # not .main: it defines flags
 
     return vit(model_cfg, num_classes)
 
