@@ -89,6 +89,50 @@ def test_two_shards_split_the_work_and_both_see_every_record(tmp_path):
         protocol.Runner(RunCache(tmp_path), (2, 2))
 
 
+def test_a_shard_alone_takes_the_other_shards_jobs_from_the_end(tmp_path):
+    ran = []
+
+    def make(i):
+        return ({"job": i}, lambda: ran.append(i) or {"value": i})
+
+    jobs = [make(i) for i in range(12)]
+    runner = protocol.Runner(RunCache(tmp_path), (0, 2), poll_s=0.01, timeout_s=5)
+    records = runner.run_all(jobs)
+    assert records == [{"value": i} for i in range(12)]  # no partner needed: nothing waits
+    own = [i for i, (c, _) in enumerate(jobs) if runner.owns(c)]
+    others = [i for i, (c, _) in enumerate(jobs) if not runner.owns(c)]
+    assert own and others
+    assert ran == own + others[::-1]  # its own in order, then the others' from the end
+    assert runner.ran == 12
+    assert not list((tmp_path / ".claims").iterdir())  # every claim released
+
+
+def test_claims_keep_live_jobs_and_take_over_dead_ones(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    runner = protocol.Runner(RunCache(tmp_path), poll_s=0.01, timeout_s=0.2)
+    live, dead = {"job": "live"}, {"job": "dead"}
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for config, pid in ((live, os.getpid()), (dead, int(finished.stdout))):
+        runner.claim_path(config).parent.mkdir(parents=True, exist_ok=True)
+        runner.claim_path(config).write_text(f"{socket.gethostname()} {pid}")
+    ran = []
+    with pytest.raises(TimeoutError, match="no shard produced"):
+        runner.run_all(
+            [(dead, lambda: ran.append("dead") or {}), (live, lambda: ran.append("live") or {})]
+        )
+    assert ran == ["dead"]  # the dead process's claim was taken over; the live one kept
+    assert runner.claim_path(live).exists() and not runner.claim_path(dead).exists()
+
+
 def _quadratic_score(best_log_lr):
     def score(points):
         return [(math.log10(hp["learning_rate"]) - best_log_lr) ** 2 for _, hp in points]

@@ -9,10 +9,15 @@
   ``max_widening`` times; a choice still at the edge is flagged ``at_edge``.
 * **Sharded, resumable execution.** :class:`Runner` runs a *batch* of jobs: it
   returns cached records, runs the jobs its shard owns (by configuration hash),
-  then waits for the records of the other shards' jobs to appear in the shared
-  :class:`~experiments.common.cache.RunCache`. Every shard walks the same
-  deterministic sequence of batches, so ``n`` processes with shards ``0..n-1``
-  split the work, and any process can be killed and restarted.
+  then takes the other shards' unstarted jobs from the end of the batch (so a
+  shard that finishes early does not sit idle), then waits for the remaining
+  records to appear in the shared :class:`~experiments.common.cache.RunCache`.
+  A job is *claimed* before it runs (a file created exclusively next to the
+  cache, naming host and process, removed when the job ends), so no job runs
+  twice at once; a claim left by a killed process on this host is taken over.
+  Every shard walks the same deterministic sequence of batches, so ``n``
+  processes with shards ``0..n-1`` split the work, and any process can be
+  killed and restarted.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from experiments.common.cache import RunCache, fingerprint
@@ -61,14 +69,18 @@ class Runner:
         return int(fingerprint(config), 16) % count == index
 
     def run_all(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
-        """Records of every job, in order: cached, run here, or run by another shard."""
+        """Records of every job, in order: cached, run here, or run by another shard.
+
+        Runs this shard's jobs first (in order), then any other shard's job that nobody
+        has claimed yet (from the end of the batch), then waits for the rest.
+        """
         out: list[dict[str, Any] | None] = [self.cache.get(c) for c, _ in jobs]
-        for i, (config, fn) in enumerate(jobs):
-            if out[i] is None and self.owns(config):
-                out[i] = self.cache.get(config)  # another process may have finished it
-                if out[i] is None:
-                    out[i] = self.cache.put(config, fn())
-                    self.ran += 1
+        own = [i for i, (c, _) in enumerate(jobs) if self.owns(c)]
+        others = [i for i, (c, _) in reversed(list(enumerate(jobs))) if not self.owns(c)]
+        for i in own + others:
+            config, fn = jobs[i]
+            if out[i] is None:
+                out[i] = self._run_claimed(config, fn)
         start = time.monotonic()
         for i, (config, _) in enumerate(jobs):
             while out[i] is None:
@@ -78,6 +90,61 @@ class Runner:
                         raise TimeoutError(f"no shard produced {self.cache.path(config)}")
                     time.sleep(self.poll_s)
         return [r for r in out if r is not None]
+
+    def claim_path(self, config: Mapping[str, Any]) -> Path:
+        """Where the claim of ``config``'s job lives while it runs (beside the cache)."""
+        return self.cache.root / ".claims" / fingerprint(config)
+
+    def _run_claimed(
+        self, config: Mapping[str, Any], fn: Callable[[], Mapping[str, Any]]
+    ) -> dict[str, Any] | None:
+        """Runs the job unless it is finished or claimed by a live process; None if skipped."""
+        claim = self.claim_path(config)
+        if not self._claim(claim):
+            return None
+        try:
+            record = self.cache.get(config)  # finished while we looked elsewhere
+            if record is None:
+                record = self.cache.put(config, fn())
+                self.ran += 1
+            return record
+        finally:
+            claim.unlink(missing_ok=True)
+
+    @staticmethod
+    def _claim(path: Path) -> bool:
+        """Creates ``path`` exclusively (host and pid inside); takes over a dead local claim."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not _stale(path):
+                    return False
+                path.unlink(missing_ok=True)  # its process died: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            return True
+        return False
+
+
+def _stale(claim: Path) -> bool:
+    """A claim made on this host by a process that no longer runs."""
+    try:
+        host, pid = claim.read_text().split()
+    except (OSError, ValueError):
+        return False  # being written, or just removed: not ours to judge
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
