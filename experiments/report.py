@@ -52,7 +52,12 @@ def _recipe(kind: str) -> Callable[[Path], dict[str, str]]:
 def _verdict(root: Path) -> dict[str, str]:
     from experiments import verdict
 
-    return {"verdict": verdict.table(root)} if verdict.rows(root) else {}
+    if not verdict.rows(root):
+        return {}
+    out = {"verdict": verdict.table(root)}
+    if verdict.diagnostic_rows(root):
+        out["verdict_diagnostics"] = verdict.diagnostics_table(root)
+    return out
 
 
 RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (

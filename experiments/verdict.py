@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from experiments.common import protocol, results
 
 
@@ -221,12 +223,18 @@ def table(root: Path) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
-def plot_diagnostics(root: Path, path: Path) -> Path | None:
-    """PROFIT's diagnostics along fine-tuning, one line per task that logged them (the best
-    PROFIT row of each task, mean over seeds), labelled with the task's verdict word."""
-    from experiments.common import plotting
+#: PROFIT's diagnostics as logged along training (curve key, label in tables and figures).
+DIAGNOSTICS = (
+    ("train_conflict", "conflict rate"),
+    ("train_cos_g_delta", "cos(g, Δ)"),
+    ("train_removed_frac", "removed fraction of ‖g‖"),
+)
 
-    curves: dict[str, Any] = {}
+
+def diagnostic_rows(root: Path) -> dict[str, dict[str, Any]]:
+    """The best PROFIT row of every recipe task that logged diagnostics, by
+    ``"task (model): verdict"`` (rows at equal main steps left out)."""
+    out: dict[str, Any] = {}
     for rel, build in SOURCES:
         file = root / rel
         if not file.exists() or not rel.startswith("recipe_"):
@@ -234,18 +242,52 @@ def plot_diagnostics(root: Path, path: Path) -> Path | None:
         res = json.loads(file.read_text())
         for r in build(res):
             row = res["rows"][r["profit"]]
-            if r["profit"].endswith("@main") or "train_conflict" not in row["runs"][0]["curve"][-1]:
+            if (
+                r["profit"].endswith("@main")
+                or DIAGNOSTICS[0][0] not in row["runs"][0]["curve"][-1]
+            ):
                 continue
-            curves[f"{r['task']} ({r['model']}): {r['word']}"] = row
+            out[f"{r['task']} ({r['model']}): {r['word']}"] = row
+    return out
+
+
+def diagnostics_table(root: Path, tail: float = 0.5) -> str:
+    """Each diagnostic over the last ``tail`` of training, mean over the logged points and the
+    reporting seeds, with the standard error over seeds, one line per task."""
+    header = ["task (model): verdict", *(label for _, label in DIAGNOSTICS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, row in diagnostic_rows(root).items():
+        cells = [label]
+        for key, _ in DIAGNOSTICS:
+            per_seed = []
+            for run in row["runs"]:
+                points = [(p["step"], p[key]) for p in run["curve"] if key in p]
+                last = points[-1][0]
+                per_seed.append(np.mean([v for st, v in points if st > (1 - tail) * last]))
+            mean, se = results.mean_se(per_seed)
+            cells.append(f"{mean:.3f} ± {se:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (
+        f"PROFIT's best row per task, each diagnostic averaged over the last {tail:.0%} of "
+        "fine-tuning (each logged point averages, over the update calls since the one before, "
+        f"the diagnostics of the latest main step), {results.SPREAD}. Conflict rate: share of "
+        "main steps where the projection fired (⟨g, Δ⟩ < 0); removed fraction: ‖removed "
+        "component‖ / ‖g‖."
+    )
+    return "\n".join(lines) + "\n\n" + note
+
+
+def plot_diagnostics(root: Path, path: Path) -> Path | None:
+    """PROFIT's diagnostics along fine-tuning, one line per task that logged them (the best
+    PROFIT row of each task, mean over seeds), labelled with the task's verdict word."""
+    from experiments.common import plotting
+
+    curves = diagnostic_rows(root)
     if not curves:
         return None
     return plotting.plot_row_curves(
         curves,
         path,
-        panels=[
-            ("train_conflict", "conflict rate"),
-            ("train_cos_g_delta", "cos(g, Δ)"),
-            ("train_removed_frac", "removed fraction of ‖g‖"),
-        ],
+        panels=list(DIAGNOSTICS),
         title="PROFIT's best row per task: diagnostics along fine-tuning (mean over seeds)",
     )

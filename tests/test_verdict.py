@@ -88,3 +88,32 @@ def test_errors_are_signed_so_that_positive_favours_profit(tmp_path):
     table = verdict.table(tmp_path)
     assert "**better**" in table
     assert "`profit_rmsprop` (lr 0.0005, λ ratio auto)" in table
+
+
+def test_diagnostics_table_averages_the_last_half_per_seed_then_over_seeds(tmp_path):
+    res = _recipe("covariate_shift")
+
+    def curve(values):  # logged at calls 100..400; the last half is calls 300 and 400
+        return [
+            {
+                "step": 100 * (i + 1),
+                "train_conflict": v,
+                "train_cos_g_delta": -v,
+                "train_removed_frac": v / 10,
+            }
+            for i, v in enumerate(values)
+        ]
+
+    for run, tail in zip(
+        res["rows"]["profit_warmup"]["runs"], ([0.4, 0.6], [0.5, 0.7], [0.6, 0.8]), strict=True
+    ):
+        run["curve"] = curve([0.0, 0.0, *tail])
+    res["rows"]["profit"]["runs"][0]["curve"] = [{"step": 100}]  # not the best row: ignored
+    (tmp_path / "recipe_shift_noise").mkdir()
+    (tmp_path / "recipe_shift_noise" / "results.json").write_text(json.dumps(res))
+    rows = verdict.diagnostic_rows(tmp_path)
+    assert list(rows) == ["covariate shift: noise (MLP): better"]
+    table = verdict.diagnostics_table(tmp_path)
+    # per-seed means 0.5, 0.6, 0.7: mean 0.6, standard error 0.1 / sqrt(3)
+    assert "| covariate shift: noise (MLP): better | 0.600 ± 0.058 | -0.600 ± 0.058 |" in table
+    assert "0.060 ± 0.006 |" in table
