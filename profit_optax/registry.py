@@ -52,6 +52,7 @@ __all__ = [
     "method_summary",
     "plain_method",
     "state_bytes_per_param",
+    "warmup_steps",
 ]
 
 
@@ -267,6 +268,25 @@ def _profit(hp: dict[str, Any], m: dict[str, Any], main: str = "adam") -> _Built
     return _Built(
         _profit_tx(hp, main), period=period, eval_params_fn=ref_params, grads_per_step=period
     )
+
+
+def warmup_steps(fraction: float, calls: int, n_ref: int = 1) -> int:
+    """``profit_warmup``'s ``warmup_steps`` for a ``fraction`` of ``calls`` update calls.
+
+    Rounded to whole PROFIT cycles (``n_ref + 1`` calls), as ``warmup_steps`` must be.
+
+    Example:
+      >>> warmup_steps(0.1, 2106)  # 210.6 calls -> 105 cycles of 2
+      210
+      >>> warmup_steps(0.1, 2106, n_ref=2)
+      210
+      >>> warmup_steps(0.1, 1056, n_ref=4)
+      105
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"warmup fraction must be in [0, 1], got {fraction!r}")
+    period = n_ref + 1
+    return round(fraction * calls / period) * period
 
 
 def _profit_warmup(hp: dict[str, Any], m: dict[str, Any]) -> _Built:

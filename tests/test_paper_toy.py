@@ -127,7 +127,7 @@ def test_main_writes_results_and_figures(quick_cache, tmp_path):
     page = suite_cli.run(
         "paper_toy",
         config.get_config("quick"),
-        main.run_suite,
+        suite,
         main.write_outputs,
         workdir=str(quick_cache / "cache"),
         out=str(out),

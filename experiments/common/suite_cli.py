@@ -18,15 +18,25 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ml_collections
 
 from experiments.common import protocol, results
 from experiments.common.cache import RunCache
 
-#: (config, runner, progress) -> the suite's results dict.
-RunSuite = Callable[[ml_collections.ConfigDict, protocol.Runner, bool], Mapping[str, Any]]
+
+class SuiteModule(Protocol):
+    """What a suite module (``experiments.<suite>.suite``) provides: the suite over a
+    config and a runner, and its protocol run to a results dict."""
+
+    def Suite(
+        self, cfg: ml_collections.ConfigDict, runner: protocol.Runner, *, progress: bool
+    ) -> Any: ...
+
+    def run(self, suite: Any) -> Mapping[str, Any]: ...
+
+
 #: (results as written, out_dir) -> the Markdown page written (printed at the end).
 WriteOutputs = Callable[[dict[str, Any], Path], Path]
 
@@ -34,7 +44,7 @@ WriteOutputs = Callable[[dict[str, Any], Path], Path]
 def run(
     suite: str,
     config: ml_collections.ConfigDict,
-    run_suite: RunSuite,
+    module: SuiteModule,
     write_outputs: WriteOutputs,
     *,
     workdir: str | None = None,
@@ -43,14 +53,14 @@ def run(
     progress: bool = False,
     command: str | None = None,
 ) -> Path | None:
-    """Runs (or reads from the cache) a suite; shard 0 writes ``results.json`` with
+    """Runs (or reads from the cache) ``module``'s suite; shard 0 writes ``results.json`` with
     :func:`results.environment` and the outputs rendered from the file as written.
 
     Returns the Markdown page shard 0 wrote (None on the other shards).
     """
     index, count = (int(x) for x in shard.split("/"))
     runner = protocol.Runner(RunCache(workdir or f"runs/{suite}/cache"), (index, count))
-    res = run_suite(config, runner, progress)
+    res = module.run(module.Suite(config, runner, progress=progress))
     logging.info("shard %s ran %d jobs", runner.shard, runner.ran)
     if index != 0:
         return None
@@ -62,7 +72,7 @@ def run(
     return write_outputs(json.loads(path.read_text()), out_dir)
 
 
-def main(suite: str, config_file: str, run_suite: RunSuite, write_outputs: WriteOutputs) -> None:
+def main(suite: str, config_file: str, module: SuiteModule, write_outputs: WriteOutputs) -> None:
     """The program: defines the flags, parses the command line, runs, prints the page."""
     from absl import app, flags
     from ml_collections import config_flags
@@ -79,7 +89,7 @@ def main(suite: str, config_file: str, run_suite: RunSuite, write_outputs: Write
         page = run(
             suite,
             config.value,
-            run_suite,
+            module,
             write_outputs,
             workdir=workdir.value,
             out=out.value,

@@ -145,10 +145,16 @@ class Suite:
         return optax.exponential_decay(learning_rate, every, ft.decay_rate, staircase=True)
 
     def _warmup_kwargs(self, spec: Any, period: int, calls: int) -> dict[str, int]:
+        """A share of the run's calls (the main-steps view's longer runs warm up longer)."""
         if spec.method != "profit_warmup":
             return {}
-        share = round(self.cfg.finetune.warmup_fraction * calls / period) * period
-        return {"warmup_steps": int(share)}
+        from profit_optax import registry
+
+        return {
+            "warmup_steps": registry.warmup_steps(
+                self.cfg.finetune.warmup_fraction, calls, period - 1
+            )
+        }
 
     @functools.lru_cache(maxsize=1)  # noqa: B019
     def pretrained_shape(self) -> Any:

@@ -9,18 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import ml_collections
-
-from experiments.common import protocol, suite_cli
+from experiments.common import suite_cli
 from experiments.recipe import report, suite
 
 CONFIG_FILE = "experiments/recipe/config.py"
-
-
-def run_suite(
-    cfg: ml_collections.ConfigDict, runner: protocol.Runner, progress: bool
-) -> dict[str, Any]:
-    return suite.run(suite.Suite(cfg, runner, progress=progress))
 
 
 def write_outputs(res: dict[str, Any], out: Path) -> Path:
@@ -29,4 +21,4 @@ def write_outputs(res: dict[str, Any], out: Path) -> Path:
 
 
 def main() -> None:
-    suite_cli.main("recipe", CONFIG_FILE, run_suite, write_outputs)
+    suite_cli.main("recipe", CONFIG_FILE, suite, write_outputs)

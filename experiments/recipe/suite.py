@@ -199,10 +199,11 @@ class Suite:
         fixed = spec.fixed.to_dict() if spec else {}
         params = self.start_params
         kwargs = {**transfer.default_mask_fn(params), **fixed, **hparams}
-        if method == "profit_warmup":
-            period = hparams.get("n_ref", 1) + 1
-            share = self.cfg.finetune.warmup_fraction * self.cfg.finetune.budget / period
-            kwargs["warmup_steps"] = round(share) * period
+        if method == "profit_warmup":  # a share of the gradient budget (also for @main rows)
+            ft = self.cfg.finetune
+            kwargs["warmup_steps"] = registry.warmup_steps(
+                ft.warmup_fraction, ft.budget, hparams.get("n_ref", 1)
+            )
         return registry.make_method(method, params, **kwargs)
 
     def finetune_config(
