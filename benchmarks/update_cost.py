@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -406,6 +407,52 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The README's cost table: (method, column header), Adam being the baseline.
+README_COLUMNS = (
+    ("profit_sgd_n1", "PROFIT n_ref=1"),
+    ("profit_sgd_n2", "n_ref=2"),
+    ("profit_sgd_n3", "n_ref=3"),
+    ("profit_auto_n1", "PROFIT, automatic reference (n_ref=1)"),
+    ("sam", "SAM(Adam)"),
+)
+
+
+def readme_table(results: dict[str, Any]) -> str:
+    """The README's cost table from a results file of this benchmark (its largest donated
+    configuration): time per call and bytes moved per call, as ratios to Adam."""
+    cfgs = [c for c in results["configs"] if "timing_donated" in c and "analysis" in c]
+    if not cfgs:
+        raise ValueError("the results have no donated timing with the compiled-program analysis")
+    cfg = max(cfgs, key=lambda c: c["n_params"])
+    timing, analysis = cfg["timing_donated"], cfg["analysis"]
+    cols = [(name, head) for name, head in README_COLUMNS if name in timing and name in analysis]
+    adam_bytes = analysis["adam"]["cycle"]["bytes_per_param"]
+    t = {n: timing[n] for n, _ in cols}
+    time_cells = [
+        f"{t[n]['ratio_median']:.2f} [{t[n]['ratio_min']:.2f}–{t[n]['ratio_max']:.2f}]"
+        for n, _ in cols
+    ]
+    byte_cells = [f"{analysis[n]['cycle']['bytes_per_param'] / adam_bytes:.2f}" for n, _ in cols]
+    env = results.get("environment", {})
+    before, after = cfg.get("load_before"), cfg.get("load_after")
+    load = f"{before[0]:.2f} → {after[0]:.2f}" if before and after else "not recorded"
+    lines = [
+        "| | " + " | ".join(h for _, h in cols) + " |",
+        "|---|" + "---|" * len(cols),
+        "| time per call / Adam, median [min–max over rounds] | " + " | ".join(time_cells) + " |",
+        "| bytes moved per call / Adam (compiled HLO, cycle average) | "
+        + " | ".join(byte_cells)
+        + " |",
+        "",
+        f"{cfg['dtype']}, {cfg['n_params']:,} parameters, donated, {timing['rounds']} interleaved "
+        f"rounds of {timing['calls_per_block']} calls per method; load average (1 min) "
+        f"{load}; {env.get('machine', {}).get('devices', 'unknown device')}, "
+        f"{env.get('machine', {}).get('cpus', '?')} cores; {env.get('date', '')[:10]}; "
+        f"commit {env.get('git_commit', '?')[:12]}; `{env.get('command', '')}`.",
+    ]
+    return "\n".join(lines)
+
+
 def pass_table(
     results: dict[str, Any],
     methods=("adam", "profit_sgd_n1", "profit_auto_n1", "profit_lean", "sam", "lookahead"),
@@ -468,6 +515,11 @@ def main(argv=None) -> dict[str, Any]:
     print()
     print(markdown(res))
     print(pass_table(res))
+    if args.json:
+        from experiments.common import results  # provenance: command, commit, versions
+
+        argv_s = " ".join(argv if argv is not None else sys.argv[1:])
+        res["environment"] = results.environment(f"python -m benchmarks.update_cost {argv_s}")
     C.write_json(args.json, res)
     return res
 

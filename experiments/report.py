@@ -60,6 +60,18 @@ def _verdict(root: Path) -> dict[str, str]:
     return out
 
 
+#: The update-cost benchmark's results behind the README's cost table.
+COST_RESULTS = ROOT / "benchmarks" / "results" / "update_cost.json"
+
+
+def _cost(root: Path) -> dict[str, str]:
+    del root  # a benchmark, not an experiment: its file lives under benchmarks/results
+    from benchmarks import update_cost
+
+    res = _load(COST_RESULTS)
+    return {"cost": update_cost.readme_table(res)} if res else {}
+
+
 RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (
     _paper_toy,
     _recipe("mlp"),
@@ -68,6 +80,7 @@ RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (
     _recipe("shift_noise"),
     _recipe("maintenance"),
     _verdict,
+    _cost,
 )
 
 _BLOCK = re.compile(

@@ -24,3 +24,19 @@ def test_run_all_quick_writes_reports(tmp_path, capsys):
     assert analysis["adam"]["cycle"]["read_passes"] > 0
     assert set(analysis["profit_sgd_n1"]["phases"]) == {"ref (first, saves θ_ref)", "main"}
     assert os.path.exists(tmp_path / "memory.md")
+    # The README's cost table renders from the file, with its provenance.
+    from benchmarks import update_cost
+
+    assert update["environment"]["command"].startswith("python -m benchmarks.update_cost")
+    table = update_cost.readme_table(update)
+    assert "| time per call / Adam, median [min–max over rounds] |" in table
+    assert "PROFIT n_ref=1" in table and "load average (1 min)" in table
+
+
+def test_readme_cost_table_comes_from_the_committed_benchmark():
+    from experiments import report
+
+    update = json.loads(report.COST_RESULTS.read_text())
+    assert update["environment"]["git_dirty"] is False  # measured on a committed tree
+    load = update["configs"][0]["load_before"][0]
+    assert load < 1.0, f"the committed figures were taken at load {load}: not a quiet machine"
