@@ -37,17 +37,6 @@ def _paired(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], 
     }
 
 
-def _hp(hp: Mapping[str, Any]) -> str:
-    """``lr 0.0005, λ ratio 1000`` from a selected point (what the table shows of it)."""
-    parts = [f"lr {hp['learning_rate']:.3g}"]
-    if "ref_ratio" in hp:
-        parts.append("λ ratio " + ("auto" if hp["ref_ratio"] is None else f"{hp['ref_ratio']:g}"))
-    if "ref_learning_rate" in hp:
-        r = hp["ref_learning_rate"]
-        parts.append("λ_ref " + ("auto" if r is None else f"{r:g}"))
-    return ", ".join(parts)
-
-
 def _row(
     task: str, model: str, unit: str, base: str, profit: str, diff, scale: float, hp=None
 ) -> dict:
@@ -57,7 +46,7 @@ def _row(
         "unit": unit,
         "baseline": base,
         "profit": profit,
-        "profit_hparams": _hp(hp) if hp else "",
+        "profit_hparams": protocol.hparams_text(hp) if hp else "",
         "diff": diff,
         "scale": scale,
         "word": protocol.word(diff["mean"], lower_is_better=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -65,6 +66,7 @@ def test_two_shards_split_the_work_and_both_see_every_record(tmp_path):
             def run():
                 with lock:
                     ran.append((shard, i))
+                time.sleep(0.02)  # long enough that neither shard takes all jobs first
                 return {"value": i}
 
             return ({"job": i}, run)
@@ -72,9 +74,11 @@ def test_two_shards_split_the_work_and_both_see_every_record(tmp_path):
         return [make(i) for i in range(20)]
 
     out = {}
+    start = threading.Barrier(2)
 
     def work(shard):
         runner = protocol.Runner(RunCache(tmp_path), (shard, 2), poll_s=0.01, timeout_s=30)
+        start.wait()
         out[shard] = runner.run_all(jobs(shard))
 
     threads = [threading.Thread(target=work, args=(s,)) for s in (0, 1)]
@@ -211,3 +215,29 @@ def test_metric_reads_a_diverged_run_as_nan():
     assert math.isnan(protocol.metric({"old": 0.5, "new": None}, "new"))
     assert protocol.metric({"old": 0.5, "new": 0.25}, "mean") == 0.375
     assert criterion({"val": {"old": None, "new": None}}) == math.inf
+
+
+def test_refine_scores_one_more_hparam_at_the_selected_point_only():
+    first = {
+        "p": protocol.Selection({"learning_rate": 0.1, "ref_ratio": 10.0}, 1.0, False, (0.1,), []),
+        "q": protocol.Selection({"learning_rate": 0.1}, 1.0, False, (0.1,), []),
+    }
+    asked = []
+
+    def score(points):
+        asked.extend(points)
+        return [{2: 1.0, 5: 0.2}[hp["n_ref"]] for _, hp in points]
+
+    out = protocol.refine(first, ["p"], "n_ref", (1, 2, 5), score, default=1)
+    # n_ref 1 is the first stage's point (no key): not run again; 2 ties (kept out), 5 wins
+    assert [hp for _, hp in asked] == [
+        {"learning_rate": 0.1, "ref_ratio": 10.0, "n_ref": 2},
+        {"learning_rate": 0.1, "ref_ratio": 10.0, "n_ref": 5},
+    ]
+    assert out["p"].hparams == {"learning_rate": 0.1, "ref_ratio": 10.0, "n_ref": 5}
+    assert out["p"].score == 0.2 and len(out["p"].scores) == 2
+    assert out["q"] is first["q"]  # not a listed label
+    # ties keep the first stage's point; nothing to do without values
+    tie = protocol.refine(first, ["p"], "n_ref", (2,), lambda pts: [1.0] * len(pts), default=1)
+    assert tie["p"].hparams == first["p"].hparams
+    assert protocol.refine(first, ["p"], "n_ref", (), score, default=1) == first

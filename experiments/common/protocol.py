@@ -241,6 +241,52 @@ def tune(
     return out
 
 
+def refine(
+    selections: Mapping[str, Selection],
+    labels: Sequence[str],
+    name: str,
+    values: Sequence[Any],
+    score: Callable[[Sequence[tuple[str, dict[str, Any]]]], list[float]],
+    *,
+    default: Any = None,
+) -> dict[str, Selection]:
+    """A second tuning stage: one more hyper-parameter, chosen at each selected point.
+
+    For every label of ``labels``, its selected point with ``name`` set to each of
+    ``values`` (other than the point's own value, ``default`` when absent; the default
+    itself is spelled by leaving ``name`` out, so that the first stage's points keep
+    their cache keys) is scored in one batch of jobs; the best score wins, ties keeping
+    the first stage's point. The new points join the selection's ``scores``.
+
+    Example:
+      >>> first = Selection({"learning_rate": 0.1}, 1.0, False, (0.1,), [])
+      >>> score = lambda points: [0.5 if hp.get("n_ref") == 2 else 2.0 for _, hp in points]
+      >>> refine({"p": first}, ["p"], "n_ref", (1, 2, 5), score, default=1)["p"].hparams
+      {'learning_rate': 0.1, 'n_ref': 2}
+    """
+    out = dict(selections)
+    todo = []
+    for label in labels:
+        hp = selections[label].hparams
+        for value in values:
+            if value != hp.get(name, default):
+                point = {k: v for k, v in hp.items() if k != name}
+                if value != default:
+                    point[name] = value
+                todo.append((label, point))
+    scored = [_finite(float(s)) for s in score(todo)] if todo else []
+    for (label, point), s in zip(todo, scored, strict=True):
+        sel = out[label]
+        better = s < sel.score
+        out[label] = dataclasses.replace(
+            sel,
+            hparams=point if better else sel.hparams,
+            score=s if better else sel.score,
+            scores=[*sel.scores, {"hparams": point, "score": s}],
+        )
+    return out
+
+
 # --- Reporting: the same for every suite ------------------------------------------------
 
 METRICS = ("old", "new", "mean")
@@ -249,6 +295,24 @@ METRICS = ("old", "new", "mean")
 def is_profit(method: str) -> bool:
     """Whether a registry method is a PROFIT variant (compared against the best baseline)."""
     return method.startswith("profit")
+
+
+def hparams_text(hp: Mapping[str, Any]) -> str:
+    """A selected point as the tables show it.
+
+    Example:
+      >>> hparams_text({"learning_rate": 5e-4, "ref_ratio": None, "n_ref": 2})
+      'lr 0.0005, λ ratio auto, n_ref 2'
+    """
+    parts = [f"lr {hp['learning_rate']:.3g}"]
+    if "ref_ratio" in hp:
+        parts.append("λ ratio " + ("auto" if hp["ref_ratio"] is None else f"{hp['ref_ratio']:g}"))
+    if "n_ref" in hp:
+        parts.append(f"n_ref {hp['n_ref']}")
+    if "ref_learning_rate" in hp:
+        r = hp["ref_learning_rate"]
+        parts.append("λ_ref " + ("auto" if r is None else f"{r:g}"))
+    return ", ".join(parts)
 
 
 def metric(split: Mapping[str, Any], key: str) -> float:

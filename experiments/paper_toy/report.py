@@ -44,14 +44,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _hp(hparams: Mapping[str, Any]) -> str:
-    parts = [f"lr {hparams['learning_rate']:.3g}"]
-    if "ref_ratio" in hparams:
-        r = hparams["ref_ratio"]
-        parts.append("λ ratio auto" if r is None else f"λ ratio {r:g}")
-    return ", ".join(parts)
-
-
 def _pretrained_cells(res: Mapping[str, Any]) -> list[str]:
     from experiments.common.results import mean_se
 
@@ -154,7 +146,7 @@ def tuned_table(res: Mapping[str, Any], convention: str) -> str:
         rows.append(
             [
                 f"`{label}`{best}",
-                _hp(sel["hparams"]) + edge,
+                protocol.hparams_text(sel["hparams"]) + edge,
                 str(conv["calls"][label]),
                 *_cells(s),
                 _pm(s["test_mean_mean"], s["test_mean_se"]),

@@ -21,7 +21,8 @@ Our choices where the paper is silent or our data differ (``docs/paper_recipe.md
   schedule; the budget in update calls = gradient evaluations, equal for every
   method; the selection criterion is the mean of old and new validation accuracy
   over the tuning seeds;
-* PROFIT's grid: learning rate × λ ratio {10, 100, 1000, 10000, automatic};
+* PROFIT's grid: learning rate × λ ratio {10, 100, 1000, 10000, automatic}, then
+  n_ref ∈ {1, 2, 5} at the selected point (a second stage, on validation too);
   ``profit_warmup`` runs AdamW for the first 10% of the calls.
 
 Usage::
@@ -117,6 +118,9 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
         {"method": "profit", "ratios": (10.0, 100.0, 1000.0, 10000.0), "n_refs": (1, 2, 5)}
     )
     c.max_grid_widening = 2
+    # PROFIT's n_ref, chosen on validation at each PROFIT row's selected (lr, λ ratio):
+    # a second tuning stage (protocol.refine); 1 is the first stage's value.
+    c.n_ref_grid = (1, 2, 5)
     c.seeds = (0, 1, 2, 3, 4)
     c.tuning_seeds = (100, 101)
     c.eval_batch_size = 1000
@@ -150,6 +154,7 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
         c.finetune.update({"budget": 12, "curve_points": 2, "batch_size": 32})
         c.methods = _methods(("adam", "profit", "head_only"), lrs=(1e-3, 3e-3), ratios=(100.0,))
         c.ablation.update({"ratios": (10.0,), "n_refs": (1, 2)})
+        c.n_ref_grid = (1, 2)
         c.max_grid_widening = 0  # widening is tested on its own (tests/test_protocol.py)
         c.seeds = (0, 1)
         c.tuning_seeds = (100,)

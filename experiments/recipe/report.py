@@ -32,15 +32,6 @@ def _pct(mean: float, se: float | None) -> str:
     return f"{100 * mean:.2f} ± {100 * se:.2f}" if se is not None else f"{100 * mean:.2f}"
 
 
-def _hp(hp: Mapping[str, Any]) -> str:
-    parts = [f"lr {hp['learning_rate']:.3g}"]
-    if "ref_ratio" in hp:
-        parts.append("λ ratio " + ("auto" if hp["ref_ratio"] is None else f"{hp['ref_ratio']:g}"))
-    if "n_ref" in hp:
-        parts.append(f"n_ref {hp['n_ref']}")
-    return ", ".join(parts)
-
-
 def _acc_cells(s: Mapping[str, Any], keys=("old", "new", "mean")) -> list[str]:
     return [_pct(s[f"test_{k}_mean"], s[f"test_{k}_se"]) for k in keys]
 
@@ -96,7 +87,7 @@ def tuned_table(res: Mapping[str, Any]) -> str:
         rows.append(
             [
                 f"`{label}`{best}",
-                _hp(sel["hparams"]) + edge,
+                protocol.hparams_text(sel["hparams"]) + edge,
                 *_acc_cells(s),
                 f"{-100 * sel['score']:.2f}",
             ]
@@ -124,7 +115,8 @@ def ablation_table(res: Mapping[str, Any], kind: str) -> str:
         "one less.",
     }[kind]
     return _table(header, rows) + (
-        f"\n\nPROFIT at its selected point ({_hp(base)}) with one setting changed; test accuracy, "
+        f"\n\nPROFIT at its selected point ({protocol.hparams_text(base)}) with one setting "
+        "changed; test accuracy, "
         f"{res['spread']}. {paper}"
     )
 

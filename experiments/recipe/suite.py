@@ -6,7 +6,8 @@ Phases (each a batch of cached, shardable jobs, see :mod:`experiments.common.pro
    old-task *validation* accuracy recorded along the way (the convergence check).
 2. **Tune** every method's grid on the tuning seeds; score = −(mean of old and
    new validation accuracy), averaged over tuning seeds; a best learning rate at
-   the grid's edge widens the grid.
+   the grid's edge widens the grid. Then PROFIT's n_ref (``config.n_ref_grid``) at
+   each PROFIT row's selected point, by the same score.
 3. **Report** every method at its selected point on the reporting seeds: test
    accuracy once at the end, validation accuracy along the way (learning curves).
 4. **Ablate** PROFIT at its selected learning rate: λ ratio and n_ref.
@@ -323,6 +324,11 @@ def run(suite: Suite) -> dict[str, Any]:
 
     grids = {k: {g: tuple(v) for g, v in s.grid.to_dict().items()} for k, s in cfg.methods.items()}
     selections = protocol.tune(grids, score, max_widening=cfg.max_grid_widening)
+    # PROFIT's n_ref, chosen on validation at each PROFIT row's selected point.
+    profit_labels = [k for k in selections if protocol.is_profit(cfg.methods[k].method)]
+    selections = protocol.refine(
+        selections, profit_labels, "n_ref", tuple(cfg.get("n_ref_grid", ())), score, default=1
+    )
     out["selection"] = {k: v.to_json() for k, v in selections.items()}
 
     rows: dict[str, dict[str, Any]] = {
@@ -338,9 +344,10 @@ def run(suite: Suite) -> dict[str, Any]:
             "base": ab.method,
         }
     for n_ref in ab.n_refs:
+        at = {k: v for k, v in base.items() if k != "n_ref"}  # n_ref 1 is the default
         rows[f"ablation:n_ref={n_ref}"] = {
             "method": ab.method,
-            "hparams": {**base, "n_ref": n_ref} if n_ref != 1 else dict(base),
+            "hparams": {**at, "n_ref": n_ref} if n_ref != 1 else at,
             "base": ab.method,
         }
     # The second budget view: selected methods again with equal *main* steps (their
