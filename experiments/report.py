@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from experiments import verdict
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 
@@ -50,8 +52,6 @@ def _recipe(kind: str) -> Callable[[Path], dict[str, str]]:
 
 
 def _verdict(root: Path) -> dict[str, str]:
-    from experiments import verdict
-
     if not verdict.rows(root):
         return {}
     out = {"verdict": verdict.table(root)}
@@ -74,11 +74,7 @@ def _cost(root: Path) -> dict[str, str]:
 
 RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (
     _paper_toy,
-    _recipe("mlp"),
-    _recipe("vit"),
-    _recipe("shift_rotate"),
-    _recipe("shift_noise"),
-    _recipe("maintenance"),
+    *(_recipe(mode) for mode, _, _ in verdict.RECIPE_SUITES),
     _verdict,
     _cost,
 )
@@ -131,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     if changed:
         args.readme.write_text(new)
     print(f"rewrote {changed}" if changed else "README blocks are current")
-    from experiments import verdict
-
     figure = verdict.plot_diagnostics(RESULTS, RESULTS / "verdict_diagnostics.png")
     if figure is not None:
         print(f"wrote {figure}")

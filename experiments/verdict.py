@@ -17,6 +17,7 @@ Rendered into the README by ``python -m experiments.report`` (block ``verdict``)
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -155,20 +156,26 @@ def recipe_rows(res: Mapping[str, Any], task: str, model: str) -> list[dict]:
     return out
 
 
+#: The recipe suites behind the verdict: (config mode, task, model). Each writes
+#: ``experiments/results/recipe_<mode>/results.json``.
+RECIPE_SUITES = (
+    ("mlp", "class split 0-4 → 5-9", "MLP"),
+    ("vit", "class split 0-4 → 5-9", "ViT-mini"),
+    ("shift_rotate", "covariate shift: rotation", "MLP"),
+    ("vit_shift_rotate", "covariate shift: rotation", "ViT-mini"),
+    ("shift_noise", "covariate shift: noise", "MLP"),
+    ("vit_shift_noise", "covariate shift: noise", "ViT-mini"),
+    ("maintenance", "maintenance (same distribution)", "MLP"),
+    ("vit_maintenance", "maintenance (same distribution)", "ViT-mini"),
+)
+
 #: (results file under experiments/results, row builder).
 SOURCES = (
     ("paper_toy/results.json", paper_toy_rows),
     ("toy2d/results.json", toy2d_rows),
-    ("recipe_mlp/results.json", lambda r: recipe_rows(r, "class split 0-4 → 5-9", "MLP")),
-    ("recipe_vit/results.json", lambda r: recipe_rows(r, "class split 0-4 → 5-9", "ViT-mini")),
-    (
-        "recipe_shift_rotate/results.json",
-        lambda r: recipe_rows(r, "covariate shift: rotation", "MLP"),
-    ),
-    ("recipe_shift_noise/results.json", lambda r: recipe_rows(r, "covariate shift: noise", "MLP")),
-    (
-        "recipe_maintenance/results.json",
-        lambda r: recipe_rows(r, "maintenance (same distribution)", "MLP"),
+    *(
+        (f"recipe_{mode}/results.json", functools.partial(recipe_rows, task=task, model=model))
+        for mode, task, model in RECIPE_SUITES
     ),
 )
 

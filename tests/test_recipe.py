@@ -42,6 +42,21 @@ def test_budget_is_a_multiple_of_every_period():
         assert set(config.get_config(mode).methods) == set(registry.available_methods())
 
 
+def test_vit_same_label_suites_are_the_mlp_tasks_with_the_papers_methods_and_our_best_two():
+    mode_fields = {"name", "mode", "model", "methods", "seeds", "tuning_seeds", "max_grid_widening"}
+
+    def protocol_fields(c):
+        return {k: v for k, v in c.to_dict().items() if k not in mode_fields}
+
+    for task, ours in config.VIT_SAME_LABEL_OURS.items():
+        vit, mlp = config.get_config(f"vit_{task}"), config.get_config(task)
+        assert set(vit.methods) == set(config.PAPER_METHODS) | set(ours)
+        assert vit.methods.to_dict() == {k: mlp.methods[k].to_dict() for k in vit.methods}
+        assert vit.model.kind == "vit" and len(vit.seeds) >= 3 and vit.name.startswith("ViT")
+        assert protocol_fields(vit) == protocol_fields(mlp)  # same data, task, budget, rules
+        assert vit.model.to_dict() == config.get_config("vit").model.to_dict()
+
+
 def test_quick_suite_end_to_end_on_mock_data(tmp_path):
     cfg = config.get_config("quick")
     cfg.num_val = 8
