@@ -10,7 +10,10 @@ One row per task × model, read from the committed results files only:
   the new metric and their mean, each with its 95% Student-t interval, signed so that
   positive is better for PROFIT;
 * a word from the mean's interval: *better* or *worse* when it excludes 0, else *no
-  different*.
+  different*;
+* for the recipe suites, whether the best baseline had plateaued within the budget (the
+  suite's plateau check); a row where it had not is marked, since a longer budget may
+  change it.
 
 Rendered into the README by ``python -m experiments.report`` (block ``verdict``).
 """
@@ -39,7 +42,15 @@ def _paired(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], 
 
 
 def _row(
-    task: str, model: str, unit: str, base: str, profit: str, diff, scale: float, hp=None
+    task: str,
+    model: str,
+    unit: str,
+    base: str,
+    profit: str,
+    diff,
+    scale: float,
+    hp=None,
+    plateaued: bool = True,
 ) -> dict:
     return {
         "task": task,
@@ -51,6 +62,7 @@ def _row(
         "diff": diff,
         "scale": scale,
         "word": protocol.word(diff["mean"], lower_is_better=False),
+        "plateaued": plateaued,
     }
 
 
@@ -113,6 +125,7 @@ def toy2d_rows(res: Mapping[str, Any]) -> list[dict]:
 
 def recipe_rows(res: Mapping[str, Any], task: str, model: str) -> list[dict]:
     sel, rows, base = res["selection"], res["rows"], res["best_baseline"]
+    plateaued = bool(res["plateau"]["plateaued"])
     scores = {k: v["score"] for k, v in sel.items()}
     profit = [k for k in sel if rows[k]["method"].startswith("profit")]
     groups = [(task, profit)]
@@ -137,6 +150,7 @@ def recipe_rows(res: Mapping[str, Any], task: str, model: str) -> list[dict]:
                 _paired([r["test"] for r in rows[best]["runs"]], base_runs, 1.0),
                 100.0,
                 sel[best]["hparams"],
+                plateaued,
             )
         )
         main = rows.get(f"{best}@main")
@@ -151,6 +165,7 @@ def recipe_rows(res: Mapping[str, Any], task: str, model: str) -> list[dict]:
                     _paired([r["test"] for r in main["runs"]], base_runs, 1.0),
                     100.0,
                     sel[best]["hparams"],
+                    plateaued,
                 )
             )
     return out
@@ -201,7 +216,8 @@ def table(root: Path) -> str:
         "verdict",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows(root):
+    found = rows(root)
+    for r in found:
         s = r["scale"]
         d = r["diff"]
         cells = [
@@ -209,13 +225,20 @@ def table(root: Path) -> str:
             for k in protocol.METRICS
         ]
         profit = f"`{r['profit']}`" + (f" ({r['profit_hparams']})" if r["profit_hparams"] else "")
-        cells = [r["task"], r["model"], f"`{r['baseline']}`", profit, *cells, f"**{r['word']}**"]
+        base = f"`{r['baseline']}`" + ("" if r["plateaued"] else " †")
+        cells = [r["task"], r["model"], base, profit, *cells, f"**{r['word']}**"]
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         "PROFIT − best baseline, paired over the reporting seeds, mean [95% t-interval], signed so "
         "that **positive favours PROFIT** (accuracy points for the image tasks, minus the MSE for "
         "the toys). Verdict from the interval of Δ mean: better / worse when it excludes 0."
     )
+    if not all(r["plateaued"] for r in found):
+        note += (
+            " † The best baseline had not plateaued within the budget by the suite's plateau "
+            "check (stated under that suite's table in Results): a longer budget may change "
+            "that row."
+        )
     return "\n".join(lines) + "\n\n" + note
 
 

@@ -36,6 +36,7 @@ def _recipe(kind="class_split"):
         "rows": rows,
         "best_baseline": "sgd",
         "config": {"task": {"kind": kind}},
+        "plateau": {"plateaued": True},
     }
 
 
@@ -57,6 +58,18 @@ def test_class_split_has_plain_and_warmup_rows_and_accuracy_signs():
 def test_same_label_task_takes_the_best_profit_row():
     rows = verdict.recipe_rows(_recipe("covariate_shift"), "shift", "MLP")
     assert rows[0]["profit"] == "profit_warmup"  # best validation score among PROFIT rows
+
+
+def test_a_baseline_that_had_not_plateaued_marks_its_rows_and_the_note(tmp_path):
+    for mode, plateaued in (("mlp", True), ("shift_rotate", False)):
+        res = _recipe("covariate_shift") | {"plateau": {"plateaued": plateaued}}
+        (tmp_path / f"recipe_{mode}").mkdir()
+        (tmp_path / f"recipe_{mode}" / "results.json").write_text(json.dumps(res))
+    lines = verdict.table(tmp_path).splitlines()
+    marked = [line for line in lines if "`sgd` †" in line]
+    assert [line.split(" | ")[0] for line in marked] == ["| covariate shift: rotation"]
+    assert sum("`sgd` |" in line for line in lines) == 1  # the plateaued suite's row
+    assert "† The best baseline had not plateaued" in lines[-1]
 
 
 def test_errors_are_signed_so_that_positive_favours_profit(tmp_path):
@@ -88,6 +101,7 @@ def test_errors_are_signed_so_that_positive_favours_profit(tmp_path):
     table = verdict.table(tmp_path)
     assert "**better**" in table
     assert "`profit_rmsprop` (lr 0.0005, λ ratio auto)" in table
+    assert "†" not in table  # the toys' budgets are the paper's; no plateau check
 
 
 def test_diagnostics_table_averages_the_last_half_per_seed_then_over_seeds(tmp_path):
