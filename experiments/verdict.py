@@ -252,7 +252,8 @@ DIAGNOSTICS = (
 
 def diagnostic_rows(root: Path) -> dict[str, dict[str, Any]]:
     """The best PROFIT row of every recipe task that logged diagnostics, by
-    ``"task (model): verdict"`` (rows at equal main steps left out)."""
+    ``"task (model): verdict"`` (rows at equal main steps left out), the verdict marked with
+    † where the best baseline had not plateaued, as in :func:`table`."""
     out: dict[str, Any] = {}
     for rel, build in SOURCES:
         file = root / rel
@@ -266,7 +267,8 @@ def diagnostic_rows(root: Path) -> dict[str, dict[str, Any]]:
                 or DIAGNOSTICS[0][0] not in row["runs"][0]["curve"][-1]
             ):
                 continue
-            out[f"{r['task']} ({r['model']}): {r['word']}"] = row
+            mark = "" if r["plateaued"] else " †"
+            out[f"{r['task']} ({r['model']}): {r['word']}{mark}"] = row
     return out
 
 
@@ -275,7 +277,8 @@ def diagnostics_table(root: Path, tail: float = 0.5) -> str:
     reporting seeds, with the standard error over seeds, one line per task."""
     header = ["task (model): verdict", *(label for _, label in DIAGNOSTICS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, row in diagnostic_rows(root).items():
+    found = diagnostic_rows(root)
+    for label, row in found.items():
         cells = [label]
         for key, _ in DIAGNOSTICS:
             per_seed = []
@@ -293,6 +296,8 @@ def diagnostics_table(root: Path, tail: float = 0.5) -> str:
         "main steps where the projection fired (⟨g, Δ⟩ < 0); removed fraction: ‖removed "
         "component‖ / ‖g‖."
     )
+    if any(label.endswith("†") for label in found):
+        note += " † As in the verdict table: the best baseline had not plateaued."
     return "\n".join(lines) + "\n\n" + note
 
 

@@ -131,3 +131,26 @@ def test_diagnostics_table_averages_the_last_half_per_seed_then_over_seeds(tmp_p
     # per-seed means 0.5, 0.6, 0.7: mean 0.6, standard error 0.1 / sqrt(3)
     assert "| covariate shift: noise (MLP): better | 0.600 ± 0.058 | -0.600 ± 0.058 |" in table
     assert "0.060 ± 0.006 |" in table
+
+
+def test_diagnostics_labels_carry_the_plateau_mark(tmp_path):
+    for mode, plateaued in (("shift_noise", True), ("shift_rotate", False)):
+        res = _recipe("covariate_shift") | {"plateau": {"plateaued": plateaued}}
+        for run in res["rows"]["profit_warmup"]["runs"]:
+            run["curve"] = [
+                {
+                    "step": 100,
+                    "train_conflict": 0.5,
+                    "train_cos_g_delta": -0.1,
+                    "train_removed_frac": 0.1,
+                }
+            ]
+        (tmp_path / f"recipe_{mode}").mkdir()
+        (tmp_path / f"recipe_{mode}" / "results.json").write_text(json.dumps(res))
+    assert sorted(verdict.diagnostic_rows(tmp_path)) == [
+        "covariate shift: noise (MLP): better",
+        "covariate shift: rotation (MLP): better †",
+    ]
+    assert verdict.diagnostics_table(tmp_path).endswith(
+        "† As in the verdict table: the best baseline had not plateaued."
+    )
