@@ -204,6 +204,11 @@ def rows(root: Path) -> list[dict]:
     return out
 
 
+def plateau_mark(row: dict[str, Any]) -> str:
+    """`` †`` after a row whose best baseline had not plateaued, else nothing."""
+    return "" if row["plateaued"] else " †"
+
+
 def table(root: Path) -> str:
     header = [
         "task",
@@ -225,7 +230,7 @@ def table(root: Path) -> str:
             for k in protocol.METRICS
         ]
         profit = f"`{r['profit']}`" + (f" ({r['profit_hparams']})" if r["profit_hparams"] else "")
-        base = f"`{r['baseline']}`" + ("" if r["plateaued"] else " †")
+        base = f"`{r['baseline']}`" + plateau_mark(r)
         cells = [r["task"], r["model"], base, profit, *cells, f"**{r['word']}**"]
         lines.append("| " + " | ".join(cells) + " |")
     note = (
@@ -267,8 +272,7 @@ def diagnostic_rows(root: Path) -> dict[str, dict[str, Any]]:
                 or DIAGNOSTICS[0][0] not in row["runs"][0]["curve"][-1]
             ):
                 continue
-            mark = "" if r["plateaued"] else " †"
-            out[f"{r['task']} ({r['model']}): {r['word']}{mark}"] = row
+            out[f"{r['task']} ({r['model']}): {r['word']}{plateau_mark(r)}"] = row
     return out
 
 
