@@ -54,7 +54,7 @@ def _recipe(kind: str) -> Callable[[Path], dict[str, str]]:
 def _verdict(root: Path) -> dict[str, str]:
     if not verdict.rows(root):
         return {}
-    out = {"verdict": verdict.table(root)}
+    out = {"verdict": verdict.table(root), "verdict_figures": verdict.figures_table(root)}
     if verdict.diagnostic_rows(root):
         out["verdict_diagnostics"] = verdict.diagnostics_table(root)
     return out

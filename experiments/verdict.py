@@ -15,7 +15,9 @@ One row per task × model, read from the committed results files only:
   suite's plateau check); a row where it had not is marked, since a longer budget may
   change it.
 
-Rendered into the README by ``python -m experiments.report`` (block ``verdict``).
+Rendered into the README by ``python -m experiments.report`` (block ``verdict``; with it
+``verdict_diagnostics``, PROFIT's diagnostics per task, and ``verdict_figures``, an index of
+every task's trade-off and training-curve figures).
 """
 
 from __future__ import annotations
@@ -193,6 +195,63 @@ SOURCES = (
         for mode, task, model in RECIPE_SUITES
     ),
 )
+
+
+#: Each source's figures, for the README's figure index: (results directory, task, model,
+#: old-vs-new trade-off figures, figures along fine-tuning), each figure as (file, label).
+FIGURES = (
+    (
+        "paper_toy",
+        "paper toy",
+        "2-500-500-1 MLP",
+        (("tradeoff_grads.png", "equal gradients"), ("tradeoff_main.png", "equal main steps")),
+        (("curves_grads.png", "curves"), ("curves_main.png", "curves (equal main steps)")),
+    ),
+    (
+        "toy2d",
+        "our toy (own design)",
+        "MLP 64-64-64",
+        (("tradeoff.png", "trade-off"),),
+        (("curves.png", "curves"),),
+    ),
+    *(
+        (
+            f"recipe_{mode}",
+            task,
+            model,
+            (("tradeoff.png", "trade-off"),),
+            (("curves.png", "curves"), ("diagnostics.png", "PROFIT's diagnostics")),
+        )
+        for mode, task, model in RECIPE_SUITES
+    ),
+)
+
+#: Where ``experiments/results`` lies relative to the README, for the figure links.
+README_RESULTS = "experiments/results"
+
+
+def figures_table(root: Path) -> str:
+    """One line per task and model with a results file under ``root``: links to its
+    old-vs-new trade-off figure (every method, mean ± standard error, each seed a dot) and
+    to its figures along fine-tuning, each link to a file that exists."""
+    lines = [
+        "| task | model | old vs new (every method, seeds' spread) | along fine-tuning |",
+        "|---|---|---|---|",
+    ]
+    for folder, task, model, tradeoff, along in FIGURES:
+        if not (root / folder / "results.json").exists():
+            continue
+        cells = [
+            ", ".join(
+                f"[{label}]({README_RESULTS}/{folder}/{file})"
+                for file, label in figs
+                if (root / folder / file).exists()
+            )
+            or "none"
+            for figs in (tradeoff, along)
+        ]
+        lines.append(f"| {task} | {model} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def rows(root: Path) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -154,3 +155,33 @@ def test_diagnostics_labels_carry_the_plateau_mark(tmp_path):
     assert verdict.diagnostics_table(tmp_path).endswith(
         "† As in the verdict table: the best baseline had not plateaued."
     )
+
+
+def test_figure_index_lists_only_suites_with_results_and_figures_that_exist(tmp_path):
+    (tmp_path / "recipe_mlp").mkdir()
+    (tmp_path / "recipe_mlp" / "results.json").write_text(json.dumps(_recipe()))
+    for name in ("tradeoff.png", "curves.png"):  # no diagnostics.png
+        (tmp_path / "recipe_mlp" / name).write_bytes(b"")
+    (tmp_path / "toy2d").mkdir()  # a figure without a results file: not a verdict task
+    (tmp_path / "toy2d" / "tradeoff.png").write_bytes(b"")
+    lines = verdict.figures_table(tmp_path).splitlines()
+    assert lines[2:] == [
+        "| class split 0-4 → 5-9 | MLP "
+        "| [trade-off](experiments/results/recipe_mlp/tradeoff.png) "
+        "| [curves](experiments/results/recipe_mlp/curves.png) |"
+    ]
+
+
+def test_committed_figure_index_covers_every_verdict_task_with_files_that_exist():
+    from experiments import report
+
+    table = verdict.figures_table(report.RESULTS)
+    links = re.findall(r"\]\(([^)]+)\)", table)
+    assert links and all((report.ROOT / link).is_file() for link in links)
+    indexed = [line.split(" | ")[:2] for line in table.splitlines()[2:]]
+    for row in verdict.rows(report.RESULTS):
+        assert any(
+            row["task"].startswith(task.lstrip("| ")) and row["model"] == model
+            for task, model in indexed
+        ), row["task"]
+    assert all("tradeoff" in line for line in table.splitlines()[2:])
