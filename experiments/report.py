@@ -7,9 +7,10 @@ Every experiment table in ``README.md`` sits between markers::
     <!-- /report:NAME -->
 
 and is rendered by this module from a committed ``results.json`` (never typed
-by hand). ``python -m experiments.report`` rewrites the blocks in place (and the cross-task figure
-``experiments/results/verdict_diagnostics.png``); ``--check`` exits with status 1 and
-names the stale blocks instead.
+by hand). ``python -m experiments.report`` rewrites the blocks in place, the cross-task figure
+``experiments/results/verdict_diagnostics.png`` and each recipe suite's ``results.md`` (a
+rendering of its ``results.json``); ``--check`` exits with status 1 and names the stale
+blocks and files instead.
 ``tests/test_report.py`` runs the check, so the README cannot drift from the
 files.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import verdict
+from experiments.common import results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -92,6 +94,24 @@ def render_all(root: Path = RESULTS) -> dict[str, str]:
     return out
 
 
+def stale_markdown(root: Path = RESULTS) -> dict[Path, str]:
+    """Each recipe suite's ``results.md`` that differs from its rendering from the suite's
+    ``results.json``, with the rendering (the file is a view of the JSON, like the README's
+    blocks)."""
+    from experiments.recipe import report as recipe_report
+
+    out = {}
+    for mode, _, _ in verdict.RECIPE_SUITES:
+        res = _load(root / f"recipe_{mode}" / "results.json")
+        if res is None:
+            continue
+        path = root / f"recipe_{mode}" / "results.md"
+        text = recipe_report.markdown(res, f"recipe_{mode}")
+        if not path.exists() or path.read_text() != text:
+            out[path] = text
+    return out
+
+
 def rewrite(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
     """``text`` with every known block replaced; also the names of blocks that changed.
 
@@ -119,14 +139,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = args.readme.read_text()
     new, changed = rewrite(text, render_all())
+    markdown = stale_markdown()
     if args.check:
         if changed:
             print(f"stale README blocks: {changed}; run python -m experiments.report")
-            return 1
-        return 0
+        if markdown:
+            print(
+                f"stale results.md: {sorted(map(str, markdown))}; run python -m experiments.report"
+            )
+        return 1 if changed or markdown else 0
     if changed:
         args.readme.write_text(new)
     print(f"rewrote {changed}" if changed else "README blocks are current")
+    for path, body in markdown.items():
+        results.write_text_atomic(path, body)
+        print(f"rewrote {path}")
     figure = verdict.plot_diagnostics(RESULTS, RESULTS / "verdict_diagnostics.png")
     if figure is not None:
         print(f"wrote {figure}")

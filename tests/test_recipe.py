@@ -130,3 +130,49 @@ def test_both_models_build_without_the_pipelines_flags():
         "assert 'experiments.common.cli' not in sys.modules, 'pipeline flags imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def _maintenance_result():
+    def runs(values):
+        return [{"seed": i, "test": {"old": v, "new": v}} for i, v in enumerate(values)]
+
+    rows = {
+        "adam": {"method": "adam", "runs": runs([0.870, 0.872, 0.871])},
+        "sgd": {"method": "sgd", "runs": runs([0.860, 0.861, 0.862])},
+        "profit": {"method": "profit", "runs": runs([0.870, 0.873, 0.870])},
+        "profit@main": {"method": "profit", "runs": runs([0.880, 0.881, 0.883])},
+        "ablation:n_ref=2": {"method": "profit", "runs": runs([0.1, 0.1, 0.1])},
+    }
+    return {"rows": rows, "config": {"task": {"kind": "maintenance"}}}
+
+
+def test_maintenance_compares_every_method_with_continued_adam_at_both_budgets():
+    res = _maintenance_result()
+    table = report.continued_table(res)
+    lines = table.splitlines()
+    assert lines[0] == "| method | minus continued `adam` (pts) |"  # no adamw in this suite
+    assert [line.split(" | ")[0] for line in lines[2:5]] == [
+        "| `sgd`",
+        "| `profit`",
+        "| `profit@main`",
+    ]
+    assert "ablation" not in table and "| `adam`" not in table
+    assert lines[2].endswith("-1.00 [-1.25, -0.75] worse |")
+    assert lines[3].endswith("no different |")
+    assert lines[4].endswith("better |")
+    assert table.endswith(
+        "At equal gradient evaluations, 0 of 2 beat continued `adam`. "
+        "At equal main steps, 1 of 1 beat continued `adam` (`profit@main`)."
+    )
+
+
+def test_committed_maintenance_suites_answer_the_continued_training_question():
+    from experiments import report as readme_report
+
+    for mode in ("maintenance", "vit_maintenance", "shift_rotate"):
+        res = json.loads((readme_report.RESULTS / f"recipe_{mode}" / "results.json").read_text())
+        tables = report.tables(res, mode)
+        assert (f"{mode}_vs_continued" in tables) == mode.endswith("maintenance")
+        assert (
+            "Before fine-tuning, the pretrained model's test accuracy" in tables[f"{mode}_vs_best"]
+        )

@@ -31,3 +31,17 @@ def test_every_readme_block_has_a_renderer():
     names = report._BLOCK.findall(report.ROOT.joinpath("README.md").read_text())
     assert names, "the README has no generated tables"
     assert {name for _, name, _, _ in names} <= set(blocks)
+
+
+def test_stale_markdown_names_a_results_md_that_differs_from_its_json(tmp_path):
+    import shutil
+
+    suite = tmp_path / "recipe_vit_maintenance"
+    suite.mkdir()
+    shutil.copy(report.RESULTS / "recipe_vit_maintenance" / "results.json", suite)
+    assert list(report.stale_markdown(tmp_path)) == [suite / "results.md"]  # missing
+    (suite / "results.md").write_text(report.stale_markdown(tmp_path)[suite / "results.md"])
+    assert report.stale_markdown(tmp_path) == {}
+    text = (suite / "results.md").read_text()
+    (suite / "results.md").write_text(text.replace("87.49%", "88.49%", 1))  # a hand edit
+    assert list(report.stale_markdown(tmp_path)) == [suite / "results.md"]

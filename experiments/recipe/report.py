@@ -151,12 +151,75 @@ def comparison_table(res: Mapping[str, Any]) -> str:
         f"baseline's new-task validation accuracy rose {100 * p['gain']:+.2f} points over the "
         f"last 30% of its run (from call {p['from_step']}): "
         + ("plateaued." if p["plateaued"] else "**not plateaued**.")
+        + _start_sentence(res)
+    )
+
+
+def _start_sentence(res: Mapping[str, Any]) -> str:
+    """The pretrained model's test accuracy on the old and the new test images, where both
+    share its head (the same-label tasks), as a sentence; else nothing."""
+    start = res["pretrained"].get("start")
+    if start is None:
+        return ""
+    t = start["test"]
+    return (
+        f" Before fine-tuning, the pretrained model's test accuracy: old {100 * t['old']:.2f}%, "
+        f"new {100 * t['new']:.2f}%."
+    )
+
+
+#: Plain continued training, the reference of the maintenance task (the paper's car → car).
+CONTINUED = ("adam", "adamw")
+
+
+def continued_table(res: Mapping[str, Any]) -> str:
+    """Every method (the tuned rows and the equal-main-steps rows) minus plain continued
+    Adam and AdamW, paired over the reporting seeds on the mean test accuracy, and a
+    sentence counting the methods that beat each at either budget."""
+    refs = [r for r in CONTINUED if r in res["rows"]]
+    labels = [k for k in res["rows"] if not k.startswith("ablation:") and k not in refs]
+    header = ["method", *(f"minus continued `{r}` (pts)" for r in refs)]
+    diffs = {r: protocol.paired_to(res["rows"], r, labels) for r in refs}
+    rows, beat = [], {(r, main): [] for r in refs for main in (False, True)}
+    for label in labels:
+        cells = [f"`{label}`"]
+        for r in refs:
+            d = diffs[r][label]["mean"]
+            w = protocol.word(d, lower_is_better=False)
+            cells.append(f"{100 * d['mean']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}] {w}")
+            if w == "better":
+                beat[(r, label.endswith("@main"))].append(f"`{label}`")
+        rows.append(cells)
+    n_main = sum(k.endswith("@main") for k in labels)
+    counts = []
+    for main, n in ((False, len(labels) - n_main), (True, n_main)):
+        if not n:
+            continue
+        beats = []
+        for r in refs:
+            names = beat[(r, main)]
+            beats.append(
+                f"{len(names)} of {n} beat continued `{r}`"
+                + (f" ({', '.join(names)})" if names else "")
+            )
+        what = "At equal main steps" if main else "At equal gradient evaluations"
+        counts.append(f"{what}, " + " and ".join(beats) + ".")
+    refs_text = " or ".join(f"`{r}`" for r in refs)
+    return _table(header, rows) + (
+        f"\n\nEach method minus plain continued {refs_text} (each at its own "
+        "validation-chosen learning rate), paired over the reporting seeds, mean test accuracy "
+        "in points, mean [95% t-interval]; better / worse when the interval excludes 0, "
+        f"{len(labels)} comparisons per column with no correction for multiplicity (about one "
+        "in twenty excludes 0 by chance alone). Rows ending `@main` ran as many main steps as "
+        "the others ran gradient evaluations (PROFIT and SAM take two gradients per main step, "
+        "so these rows used twice the gradients). " + " ".join(counts)
     )
 
 
 def tables(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
     """The suite's tables by name: beside the paper (class split only), tuned, ablations
-    (when run), PROFIT against the best baseline."""
+    (when run), PROFIT against the best baseline, and on maintenance every method against
+    plain continued Adam/AdamW."""
     out = {}
     if res["config"]["task"]["kind"] == "class_split":
         out[f"{prefix}_table2"] = paper_table(res)
@@ -165,11 +228,20 @@ def tables(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
         if any(k.startswith(f"ablation:{kind}=") for k in res["rows"]):
             out[f"{prefix}_{kind}"] = ablation_table(res, kind)
     out[f"{prefix}_vs_best"] = comparison_table(res)
+    if res["config"]["task"]["kind"] == "maintenance" and any(r in res["rows"] for r in CONTINUED):
+        out[f"{prefix}_vs_continued"] = continued_table(res)
     return out
 
 
 def write_markdown(res: Mapping[str, Any], path: Path, prefix: str) -> Path:
-    from experiments.common.results import provenance, write_text_atomic
+    from experiments.common.results import write_text_atomic
+
+    return write_text_atomic(path, markdown(res, prefix))
+
+
+def markdown(res: Mapping[str, Any], prefix: str) -> str:
+    """The suite's ``results.md``: every table of :func:`tables` and the provenance."""
+    from experiments.common.results import provenance
 
     titles = {
         "table2": "Beside the paper (Table 2, ViT-Tiny)",
@@ -177,6 +249,7 @@ def write_markdown(res: Mapping[str, Any], path: Path, prefix: str) -> Path:
         "ratio": "Ablation: λ ratio (Table 9)",
         "n_ref": "Ablation: n_ref (Table 8)",
         "vs_best": "PROFIT against the best baseline",
+        "vs_continued": "Every method against plain continued training",
     }
     pre = res["pretrained"]
     hist = pre["history"]
@@ -198,7 +271,7 @@ def write_markdown(res: Mapping[str, Any], path: Path, prefix: str) -> Path:
     for name, table in tables(res, prefix).items():
         parts += [f"## {titles[name.removeprefix(prefix + '_')]}", "", table, ""]
     parts.append(provenance(res))
-    return write_text_atomic(path, "\n".join(parts) + "\n")
+    return "\n".join(parts) + "\n"
 
 
 def plot(res: Mapping[str, Any], out_dir: Path) -> list[Path]:
