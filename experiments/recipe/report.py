@@ -121,6 +121,11 @@ def ablation_table(res: Mapping[str, Any], kind: str) -> str:
     )
 
 
+def _points(d: Mapping[str, float]) -> str:
+    """A paired difference of accuracies in points: ``mean [lo, hi]``."""
+    return f"{100 * d['mean']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}]"
+
+
 def comparison_table(res: Mapping[str, Any]) -> str:
     header = [
         "PROFIT row",
@@ -132,10 +137,7 @@ def comparison_table(res: Mapping[str, Any]) -> str:
     ]
     rows = []
     for label, diff in res["comparisons"].items():
-        cells = [
-            f"{100 * d['mean']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}]"
-            for d in (diff[k] for k in ("old", "new", "mean"))
-        ]
+        cells = [_points(diff[k]) for k in ("old", "new", "mean")]
         rows.append(
             [
                 f"`{label}`",
@@ -186,7 +188,7 @@ def continued_table(res: Mapping[str, Any]) -> str:
         for r in refs:
             d = diffs[r][label]["mean"]
             w = protocol.word(d, lower_is_better=False)
-            cells.append(f"{100 * d['mean']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}] {w}")
+            cells.append(f"{_points(d)} {w}")
             if w == "better":
                 beat[(r, label.endswith("@main"))].append(f"`{label}`")
         rows.append(cells)
@@ -261,13 +263,6 @@ def markdown(res: Mapping[str, Any], prefix: str) -> str:
         f"test {100 * pre['old_test_acc']:.2f}%.",
         "",
     ]
-    if "start" in pre:  # same labels: the pretrained model on the old and the new test images
-        t = pre["start"]["test"]
-        parts[-1:-1] = [
-            f"Before fine-tuning, the pretrained model's test accuracy: old (clean) "
-            f"{100 * t['old']:.2f}%, new {100 * t['new']:.2f}%.",
-            "",
-        ]
     for name, table in tables(res, prefix).items():
         parts += [f"## {titles[name.removeprefix(prefix + '_')]}", "", table, ""]
     parts.append(provenance(res))
