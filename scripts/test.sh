@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up .venv (package + experiments, test and notebook extras), then runs the
 # linters, the type checker on the package and the whole test suite (library doctests,
-# tests/, notebooks).
+# tests/, notebooks), then the rounding-sensitive tests again under a second CPU
+# instruction set (x86-64 only).
 source "$(dirname "$0")/_env.sh" "experiments,test,notebooks"
 echo "==> ruff"
 .venv/bin/ruff check .
@@ -9,4 +10,12 @@ echo "==> ruff"
 echo "==> mypy"
 .venv/bin/mypy  # [tool.mypy] in pyproject.toml: the profit_optax package
 echo "==> pytest"
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"
+# XLA compiles for the host's instruction set, so reductions round differently on other
+# CPUs. The tests whose outcome rounding could move (marker `numerics`: sharded and
+# multi-process equality, the lean mode's accuracy claim) run again under a second one.
+if [ "$#" -eq 0 ] && [ "$(uname -m)" = x86_64 ]; then
+  echo "==> pytest -m numerics under XLA_FLAGS=--xla_cpu_max_isa=SSE4_2"
+  XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_cpu_max_isa=SSE4_2" \
+    .venv/bin/python -m pytest -q -m numerics -p no:cacheprovider
+fi

@@ -7,7 +7,7 @@ A RUN is ``AXIS_TYPE:LAYOUT:TX`` (e.g. ``Explicit:fsdp:profit_nref1``) or ``sing
 for the single-device reference. For every run it trains ``3 * period`` steps (three
 PROFIT cycles) and writes, into OUT_DIR, ``arrays.npz`` (every leaf of the final
 params and optimizer state, keyed ``RUN|path``) and ``meta.json`` (per run: per-step
-loss and conflict, leaves whose sharding differs from the parameters', seconds; or
+loss, conflict and cos(g, Δ), leaves whose sharding differs from the parameters', seconds; or
 the error that run raised).
 The parent test compares the arrays with the single-device run and asserts.
 """
@@ -53,6 +53,7 @@ def run_one(spec: str, params_np, batches) -> tuple[dict, dict]:
     meta = {
         "losses": [r[0] for r in record],
         "conflicts": [r[1] for r in record],
+        "cos": [r[2] for r in record],
         "sharding_mismatches": mismatches,
         "seconds": time.perf_counter() - t0,
     }

@@ -276,24 +276,40 @@ def measure(task, seeds, lr=1e-3, main_steps=1000, batch=16):
     return {k: np.asarray(jax.device_get(v), np.float64) for k, v in results.items()}
 
 
-# Stated tolerance: averaged over seeds, the lean mode's old-data and new-data losses are
-# at most 25% (relative) + 0.002 (absolute) above the exact mode's at the same number of
-# main steps. (Measured: lean is *below* exact on both toys; see docs/real_runs.md.)
-REL_TOL, ABS_TOL = 0.25, 0.002
+# What the slow test asserts, and why not "lean ≈ exact". The exact mode with an Adam main
+# optimizer is chaotic on the regression toy: Adam normalises the small residual the
+# projection leaves into full-size steps, and a rounding-level difference decides whether a
+# seed drifts away. Measured with 5 seeds × 600 main steps on the same jax 0.10.2 (AMD EPYC,
+# AVX2 default; XLA_FLAGS=--xla_cpu_max_isa=SSE4_2 and =AVX2): seed 1's exact new-data loss
+# is 0.164 on the host default and 0.011 under SSE4_2 (pretrained: 0.041), while Adam's and
+# the lean mode's losses agree across the three instruction sets to every printed digit.
+# So the test compares the lean mode with its own main optimizer (stable trajectories) and
+# checks properties of the exact mode that rounding cannot flip; the exact-mode comparison
+# is a documented measurement (docs/real_runs.md), not an assertion.
+#
+# Stated tolerance: averaged over the two seeds, the lean mode's old- and new-data losses
+# are at most 50% (relative) + 0.005 (absolute) above bare Adam's at the same number of
+# main steps. Measured margin (the bound over the lean loss): 1.42× on regression's
+# old-data loss (lean 0.040, bound 0.057), ≥ 2× elsewhere; the lean new-data loss is at
+# most 0.13 of the pretrained model's (asserted: below 0.5).
+REL_TOL, ABS_TOL = 0.5, 0.005
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("task", sorted(TASKS))
-def test_lean_stays_within_tolerance_of_exact_mode(task):
+def test_lean_stays_within_tolerance_of_its_main_optimizer(task):
     res = measure(task, seeds=(0, 1), main_steps=600)
-    exact, lean = res["exact"].mean(0), res["lean"].mean(0)
+    adam, lean, pre = (res[k].mean(0) for k in ("adam", "lean", "pretrained"))
     for i, what in enumerate(("old", "new")):
-        assert lean[i] <= exact[i] * (1 + REL_TOL) + ABS_TOL, (task, what, lean, exact)
-    # fine-tuning happened: the new-data loss dropped for both
-    pre = res["pretrained"].mean(0)
-    assert exact[1] < pre[1] and lean[1] < pre[1]
+        assert lean[i] <= adam[i] * (1 + REL_TOL) + ABS_TOL, (task, what, lean, adam)
+    # fine-tuning happened: the lean mode learned the new data
+    assert lean[1] < 0.5 * pre[1], (lean, pre)
     # lean is not bare Adam in disguise: the projection changed the trajectory
     assert not np.allclose(res["lean"], res["adam"], rtol=1e-3)
+    # the exact mode ran to finite losses and is a different method again
+    assert np.all(np.isfinite(res["exact"]))
+    assert not np.allclose(res["exact"], res["lean"], rtol=1e-3)
 
 
 def _table(seeds=(0, 1, 2), lrs=(1e-3, 1e-2)):

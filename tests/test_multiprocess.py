@@ -51,6 +51,7 @@ def leaves(arrays, tag: str) -> dict[str, np.ndarray]:
 
 @pytest.mark.multidevice
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_profit_across_processes_matches_single_device(tmp_path):
     env = subprocess_env(1)  # the worker sets its own device count
     port = free_port()

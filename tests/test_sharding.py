@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.multidevice, pytest.mark.slow]
+pytestmark = [pytest.mark.multidevice, pytest.mark.slow, pytest.mark.numerics]
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "_sharding_worker.py"
@@ -34,6 +34,14 @@ SHARDED = [f"{t}:fsdp:{c}" for t in AXIS_TYPES for c in CONFIGS] + [
 ]
 SINGLE = [f"single:{c}" for c in CONFIGS]
 TIMEOUT_S = 400
+#: Equality within rtol 1e-3, atol 1e-4 after three cycles. The runs use Adam with ε = 1e-3
+#: (``_sharded_training.ADAM_EPS``), which bounds how far a rounding difference can move an
+#: update. Measured worst |sharded − single| over every leaf and run, in units of the
+#: tolerance: 0.009 (2.7e-6) on the host default (AMD EPYC, AVX2), 0.028 (9.1e-6) under
+#: XLA_FLAGS=--xla_cpu_max_isa=SSE4_2. At Adam's default ε = 1e-8 the automatic
+#: reference step's run reached 1.26 (1.5e-4) on the same host.
+#: Conflict flags are compared where |cos(g, Δ)| exceeds this (rounding cannot flip them).
+COS_DECIDED = 1e-4
 
 
 def subprocess_env(n_devices: int) -> dict[str, str]:
@@ -81,9 +89,16 @@ def test_sharded_training_matches_single_device(results, run):
     assert got.keys() == want.keys() and len(got) > 10
     for k, x in got.items():
         np.testing.assert_allclose(x, want[k], rtol=1e-3, atol=1e-4, err_msg=f"{run} {k}")
-    ref_meta = run_meta(meta, "single:" + run.split(":")[-1])
-    np.testing.assert_allclose(run_meta(meta, run)["losses"], ref_meta["losses"], rtol=1e-4)
-    assert run_meta(meta, run)["conflicts"] == ref_meta["conflicts"]
+    ref_meta, mine = run_meta(meta, "single:" + run.split(":")[-1]), run_meta(meta, run)
+    np.testing.assert_allclose(mine["losses"], ref_meta["losses"], rtol=1e-4)
+    # The projection decision, wherever rounding cannot flip it: ⟨g, Δ⟩ < 0 is decided by
+    # the sign of cos(g, Δ), and the two runs' cosines agree to ~1e-6 (the projection is
+    # continuous at cos = 0, so a flip there would not move the parameters either).
+    decided = np.abs(ref_meta["cos"]) > COS_DECIDED
+    assert decided.sum() >= 2, ref_meta["cos"]  # the comparison below is not empty
+    np.testing.assert_array_equal(
+        np.asarray(mine["conflicts"])[decided], np.asarray(ref_meta["conflicts"])[decided]
+    )
 
 
 @pytest.mark.parametrize("run", SHARDED)
