@@ -338,8 +338,8 @@ def summary_table(root: Path) -> str:
             fam["models"].setdefault(r["model"], f"{README_RESULTS}/{link}")
             fam["rows"].append(r)
     lines = [
-        "| task | model | PROFIT's best rows vs the best baseline | Δ mean (range) | results |",
-        "|---|---|---|---|---|",
+        "| task | model | rows | PROFIT's best vs the best baseline | Δ mean (range) | results |",
+        "|---|---|---|---|---|---|",
     ]
     for name, fam in families.items():
         found = fam["rows"]
@@ -355,9 +355,7 @@ def summary_table(root: Path) -> str:
         units = " / ".join(sorted({r["unit"] for r in found}))
         models = ", ".join(fam["models"])
         links = ", ".join(f"[{model}]({target})" for model, target in fam["models"].items())
-        lines.append(
-            f"| {name} | {models} | {words} (of {len(found)}) | {spread} {units} | {links} |"
-        )
+        lines.append(f"| {name} | {models} | {len(found)} | {words} | {spread} {units} | {links} |")
     note = (
         "One line per task family: its verdict rows (models, equal gradients or equal main "
         "steps, with or without the warm-up) counted by verdict. Δ mean: PROFIT − best "
