@@ -1,6 +1,6 @@
-"""Rewrites the README's result tables from the committed results files.
+"""Rewrites the generated tables of the README and the docs from the committed results files.
 
-Every experiment table in ``README.md`` sits between markers::
+Every experiment table in the files of :data:`DOCUMENTS` sits between markers::
 
     <!-- report:NAME -->
     ...generated...
@@ -10,8 +10,9 @@ and is rendered by this module from a committed ``results.json`` (never typed
 by hand). ``python -m experiments.report`` rewrites the blocks in place, the cross-task figure
 ``experiments/results/verdict_diagnostics.png`` and each recipe suite's ``results.md`` (a
 rendering of its ``results.json``); ``--check`` exits with status 1 and names the stale
-blocks and files instead.
-``tests/test_report.py`` runs the check, so the README cannot drift from the
+blocks and files instead. Links in a rendered block are relative to the repository root;
+each is written relative to the file that holds the block.
+``tests/test_report.py`` runs the check, so the README and the docs cannot drift from the
 files.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -56,13 +58,17 @@ def _recipe(kind: str) -> Callable[[Path], dict[str, str]]:
 def _verdict(root: Path) -> dict[str, str]:
     if not verdict.rows(root):
         return {}
-    out = {"verdict": verdict.table(root), "verdict_figures": verdict.figures_table(root)}
+    out = {
+        "verdict": verdict.table(root),
+        "verdict_summary": verdict.summary_table(root),
+        "verdict_figures": verdict.figures_table(root),
+    }
     if verdict.diagnostic_rows(root):
         out["verdict_diagnostics"] = verdict.diagnostics_table(root)
     return out
 
 
-#: The update-cost benchmark's results behind the README's cost table.
+#: The update-cost benchmark's results behind the cost table (docs/cost.md).
 COST_RESULTS = ROOT / "benchmarks" / "results" / "update_cost.json"
 
 
@@ -84,6 +90,21 @@ RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (
 _BLOCK = re.compile(
     r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S
 )
+
+
+#: The files that hold generated blocks, relative to the repository root: the README (the
+#: verdict's summary), the full results and the cost table. Each block is in exactly one.
+DOCUMENTS = ("README.md", "docs/results.md", "docs/cost.md")
+
+_LINK = re.compile(r"\]\((?![a-z]+:|#|/)([^)\s]+)\)")
+
+
+def rebase_links(body: str, document: str) -> str:
+    """``body``'s relative Markdown links, written relative to the repository root, made
+    relative to ``document``'s folder (``experiments/x.png`` in ``docs/results.md`` is
+    ``../experiments/x.png``)."""
+    folder = os.path.dirname(document) or "."
+    return _LINK.sub(lambda m: f"]({os.path.relpath(m[1], folder)})", body)
 
 
 def render_all(root: Path = RESULTS) -> dict[str, str]:
@@ -112,8 +133,11 @@ def stale_markdown(root: Path = RESULTS) -> dict[Path, str]:
     return out
 
 
-def rewrite(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
-    """``text`` with every known block replaced; also the names of blocks that changed.
+def rewrite(
+    text: str, blocks: dict[str, str], document: str = "README.md"
+) -> tuple[str, list[str]]:
+    """``text`` (of ``document``, relative to the repository root) with every known block
+    replaced; also the names of blocks that changed.
 
     Raises:
       KeyError: the text has a block that no results file renders.
@@ -123,8 +147,8 @@ def rewrite(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
     def sub(m: re.Match[str]) -> str:
         name = m["name"]
         if name not in blocks:
-            raise KeyError(f"README block {name!r} has no results file to render it from")
-        body = blocks[name].rstrip("\n") + "\n"
+            raise KeyError(f"{document} block {name!r} has no results file to render it from")
+        body = rebase_links(blocks[name], document).rstrip("\n") + "\n"
         if body != m["body"]:
             changed.append(name)
         return m.group(1) + body + m.group(4)
@@ -134,23 +158,30 @@ def rewrite(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--check", action="store_true", help="only report stale blocks")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    new, changed = rewrite(text, render_all())
+    blocks = render_all()
+    stale: dict[str, list[str]] = {}
+    for document in DOCUMENTS:
+        path = ROOT / document
+        new, changed = rewrite(path.read_text(), blocks, document)
+        if changed:
+            stale[document] = changed
+            if not args.check:
+                path.write_text(new)
     markdown = stale_markdown()
     if args.check:
-        if changed:
-            print(f"stale README blocks: {changed}; run python -m experiments.report")
+        for document, changed in stale.items():
+            print(f"stale {document} blocks: {changed}; run python -m experiments.report")
         if markdown:
             print(
                 f"stale results.md: {sorted(map(str, markdown))}; run python -m experiments.report"
             )
-        return 1 if changed or markdown else 0
-    if changed:
-        args.readme.write_text(new)
-    print(f"rewrote {changed}" if changed else "README blocks are current")
+        return 1 if stale or markdown else 0
+    for document, changed in stale.items():
+        print(f"rewrote {document}: {changed}")
+    if not stale:
+        print("generated blocks are current")
     for path, body in markdown.items():
         results.write_text_atomic(path, body)
         print(f"rewrote {path}")

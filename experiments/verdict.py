@@ -15,9 +15,10 @@ One row per task × model, read from the committed results files only:
   suite's plateau check); a row where it had not is marked, since a longer budget may
   change it.
 
-Rendered into the README by ``python -m experiments.report`` (block ``verdict``; with it
+Rendered into docs/results.md by ``python -m experiments.report`` (block ``verdict``; with it
 ``verdict_diagnostics``, PROFIT's diagnostics per task, and ``verdict_figures``, an index of
-every task's trade-off and training-curve figures).
+every task's trade-off and training-curve figures), and in one line per task family into the
+README (block ``verdict_summary``).
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ SOURCES = (
 )
 
 
-#: Each source's figures, for the README's figure index: (results directory, task, model,
+#: Each source's figures, for the figure index: (results directory, task, model,
 #: old-vs-new trade-off figures, figures along fine-tuning), each figure as (file, label).
 FIGURES = (
     (
@@ -226,7 +227,8 @@ FIGURES = (
     ),
 )
 
-#: Where ``experiments/results`` lies relative to the README, for the figure links.
+#: Where ``experiments/results`` lies relative to the repository root, for the links (the
+#: report writes them relative to the file that holds the table).
 README_RESULTS = "experiments/results"
 
 
@@ -302,6 +304,69 @@ def table(root: Path) -> str:
             " † The best baseline had not plateaued within the budget by the suite's plateau "
             "check (stated under that suite's table in Results): a longer budget may change "
             "that row."
+        )
+    return "\n".join(lines) + "\n\n" + note
+
+
+#: What a verdict row's task adds to its family's name: a budget convention or the warm-up.
+VARIANTS = (" (equal gradients)", " (equal main steps)", " with warm-up")
+
+_WORDS = ("better", "no different", "worse")
+
+
+def family(task: str) -> str:
+    """The task family of a verdict row: its task without the variant (``"class split 0-4 →
+    5-9 with warm-up (equal main steps)"`` is ``"class split 0-4 → 5-9"``)."""
+    for variant in VARIANTS:
+        task = task.replace(variant, "")
+    return task
+
+
+def summary_table(root: Path) -> str:
+    """The verdict in one line per task family (every model, budget and warm-up variant of a
+    task): how many of PROFIT's best rows were better, no different or worse than the best
+    baseline, the range of their Δ mean, and links to each model's full results."""
+    families: dict[str, dict[str, Any]] = {}
+    for rel, build in SOURCES:
+        path = root / rel
+        if not path.exists():
+            continue
+        folder = Path(rel).parent
+        link = folder / "results.md" if (root / folder / "results.md").exists() else folder
+        for r in build(json.loads(path.read_text())):
+            fam = families.setdefault(family(r["task"]), {"models": {}, "rows": []})
+            fam["models"].setdefault(r["model"], f"{README_RESULTS}/{link}")
+            fam["rows"].append(r)
+    lines = [
+        "| task | model | rows | PROFIT's best vs the best baseline | Δ mean (range) | results |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, fam in families.items():
+        found = fam["rows"]
+        counts = []
+        for word in _WORDS:
+            same = [r for r in found if r["word"] == word]
+            open_ = sum(not r["plateaued"] for r in same)
+            if same:
+                counts.append(f"{len(same)} {word}" + (f" ({open_} †)" if open_ else ""))
+        words = ", ".join(counts)
+        means = sorted(r["scale"] * r["diff"]["mean"]["mean"] for r in found)
+        spread = f"{means[0]:+.3g}" + (f" to {means[-1]:+.3g}" if len(means) > 1 else "")
+        units = " / ".join(sorted({r["unit"] for r in found}))
+        models = ", ".join(fam["models"])
+        links = ", ".join(f"[{model}]({target})" for model, target in fam["models"].items())
+        lines.append(f"| {name} | {models} | {len(found)} | {words} | {spread} {units} | {links} |")
+    note = (
+        "One line per task family: its verdict rows (models, equal gradients or equal main "
+        "steps, with or without the warm-up) counted by verdict. Δ mean: PROFIT − best "
+        "baseline on the mean of the old and new metric, paired over the reporting seeds, the "
+        "range over the family's rows; positive favours PROFIT (accuracy points, or minus the "
+        "MSE for the toys)."
+    )
+    if not all(r["plateaued"] for fam in families.values() for r in fam["rows"]):
+        note += (
+            " † Rows whose best baseline had not plateaued within the budget: a longer budget "
+            "may change them."
         )
     return "\n".join(lines) + "\n\n" + note
 

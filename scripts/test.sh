@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Sets up .venv (package + experiments, test and notebook extras), then runs the
-# linters, the type checker on the package and the whole test suite (library doctests,
-# tests/, notebooks), then the rounding-sensitive tests again under a second CPU
-# instruction set (x86-64 only).
-source "$(dirname "$0")/_env.sh" "experiments,test,notebooks"
+# Sets up .venv (package + experiments, test, notebook and docs extras), then runs the
+# linters, the type checker on the package, the docs build (warnings are errors), the
+# whole test suite (library doctests, tests/, notebooks), then the rounding-sensitive
+# tests again under a second CPU instruction set (x86-64 only).
+source "$(dirname "$0")/_env.sh" "experiments,test,notebooks,docs"
 echo "==> ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "==> mypy"
 .venv/bin/mypy  # [tool.mypy] in pyproject.toml: the profit_optax package
+echo "==> docs"
+# -E: read every page afresh, so a warning of an unchanged page is not skipped.
+.venv/bin/sphinx-build -W --keep-going -E -q -b html docs docs/_build/html
+export PROFIT_DOCS_HTML=docs/_build/html  # tests/test_docs.py reads this build
 echo "==> pytest"
 .venv/bin/python -m pytest -q "$@"
 # XLA compiles for the host's instruction set, so reductions round differently on other

@@ -1,4 +1,4 @@
-"""The README's result tables are generated from the committed results files."""
+"""The result tables of the README and the docs are generated from the committed results files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from experiments import report
 
 
-def test_readme_tables_equal_the_committed_results():
-    """Fails when a README table is edited by hand or a results file changes without
-    ``python -m experiments.report``."""
+def test_readme_and_docs_tables_equal_the_committed_results():
+    """Fails when a table of the README, docs/results.md or docs/cost.md is edited by hand or
+    a results file changes without ``python -m experiments.report``."""
     assert report.main(["--check"]) == 0
 
 
@@ -26,11 +26,28 @@ def test_rewrite_replaces_blocks_and_names_the_stale_ones():
         report.rewrite(text, {"t1": "x"})
 
 
-def test_every_readme_block_has_a_renderer():
+def test_every_block_has_a_renderer_and_one_home():
+    """Each file of ``DOCUMENTS`` holds generated blocks, each known to the renderers and in
+    exactly one file (the renderers also make tables that only the suites' results.md show)."""
     blocks = report.render_all()
-    names = report._BLOCK.findall(report.ROOT.joinpath("README.md").read_text())
-    assert names, "the README has no generated tables"
-    assert {name for _, name, _, _ in names} <= set(blocks)
+    homes: dict[str, list[str]] = {}
+    for document in report.DOCUMENTS:
+        names = [m[1] for m in report._BLOCK.findall(report.ROOT.joinpath(document).read_text())]
+        assert names, f"{document} has no generated tables"
+        for name in names:
+            homes.setdefault(name, []).append(document)
+    assert set(homes) <= set(blocks)
+    assert {name: docs for name, docs in homes.items() if len(docs) != 1} == {}
+    assert homes["verdict_summary"] == ["README.md"] and homes["verdict"] == ["docs/results.md"]
+    assert homes["cost"] == ["docs/cost.md"]
+
+
+def test_links_in_blocks_are_relative_to_the_file_that_holds_them():
+    body = "[a](experiments/results/x.png), [b](https://x.org/y), [c](#top), [d](README.md)"
+    assert report.rebase_links(body, "README.md") == body
+    assert report.rebase_links(body, "docs/results.md") == (
+        "[a](../experiments/results/x.png), [b](https://x.org/y), [c](#top), [d](../README.md)"
+    )
 
 
 def test_stale_markdown_names_a_results_md_that_differs_from_its_json(tmp_path):

@@ -185,3 +185,28 @@ def test_committed_figure_index_covers_every_verdict_task_with_files_that_exist(
             for task, model in indexed
         ), row["task"]
     assert all("tradeoff" in line for line in table.splitlines()[2:])
+
+
+def test_family_drops_the_variant_only():
+    assert verdict.family("class split 0-4 → 5-9 with warm-up (equal main steps)") == (
+        "class split 0-4 → 5-9"
+    )
+    assert verdict.family("paper toy (equal gradients)") == "paper toy"
+    assert verdict.family("our toy (own design)") == "our toy (own design)"
+
+
+def test_summary_counts_every_committed_verdict_row_once_under_its_family():
+    from experiments import report
+
+    rows = verdict.rows(report.RESULTS)
+    table = verdict.summary_table(report.RESULTS)
+    lines = [line.split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")]
+    assert [cells[0].lstrip("| ") for cells in lines] == list(
+        dict.fromkeys(verdict.family(r["task"]) for r in rows)
+    )
+    assert sum(int(cells[2]) for cells in lines) == len(rows)
+    for cells in lines:
+        words = re.findall(r"(\d+) (better|no different|worse)", cells[3])
+        assert sum(int(n) for n, _ in words) == int(cells[2])
+    links = re.findall(r"\]\(([^)]+)\)", table)
+    assert links and all((report.ROOT / link).is_file() for link in links)
