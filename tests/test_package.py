@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import builtins
+import doctest
 import email
 import importlib.metadata
 import shutil
@@ -128,6 +130,42 @@ def test_dir_shows_the_public_api_only():
         if not name.startswith("_") and getattr(value, "__module__", "").startswith("profit_optax")
     }
     assert bound <= set(profit_optax.__all__), bound - set(profit_optax.__all__)
+
+
+def test_doctests_use_public_names_only():
+    """Every docstring example imports what it uses from the public API: no
+    ``profit_optax._src`` import, no name taken from the defining module's globals
+    (which ``pytest --doctest-modules`` would silently provide)."""
+    finder = doctest.DocTestFinder()
+    n_examples = 0
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if path.name == "registry.py":  # the experiments' harness, leaving the package
+            continue
+        name = ".".join(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+        module = importlib.import_module(name.removesuffix(".__init__"))
+        for test in finder.find(module, module.__name__):
+            if not test.examples or not test.name.startswith(module.__name__):
+                continue
+            tree = ast.parse("\n".join(e.source for e in test.examples))
+            bound = set(dir(builtins))
+            used = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.alias):
+                    bound.add((node.asname or node.name).split(".")[0])
+                    assert "_src" not in node.name, f"{test.name} imports {node.name}"
+                elif isinstance(node, ast.ImportFrom):
+                    assert "_src" not in (node.module or ""), f"{test.name}: {node.module}"
+                elif isinstance(node, ast.arg):
+                    bound.add(node.arg)
+                elif isinstance(node, ast.Name):
+                    if isinstance(node.ctx, ast.Load):
+                        used.setdefault(node.id, node.lineno)
+                    else:
+                        bound.add(node.id)
+            unbound = sorted(set(used) - bound)
+            assert not unbound, f"{test.name} uses {unbound} without importing them"
+            n_examples += 1
+    assert n_examples >= 10
 
 
 def test_public_names_resolve():
