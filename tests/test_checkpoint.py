@@ -22,7 +22,8 @@ import optax
 import pytest
 
 import profit_optax
-from profit_optax import lean_ref_params, profit_lean, warmup_then
+from profit_optax import ProfitState, profit_lean, ref_params, warmup_then
+from profit_optax._src.readers import find_state
 
 ocp = pytest.importorskip("orbax.checkpoint")
 
@@ -68,7 +69,7 @@ CASES = {
         5,
         _exact,
     ),
-    "lean": (lambda: profit_lean(optax.adam(1e-2), ref_scale=0.1), 4, lean_ref_params),
+    "lean": (lambda: profit_lean(optax.adam(1e-2), ref_scale=0.1), 4, ref_params),
 }
 
 
@@ -141,7 +142,7 @@ def test_resume_in_fresh_process_is_bitwise_identical(tmp_path):
         _, _, tail = _run(tx, params, state, save_after, N_CALLS)
         expected[name] = (_stack(tail), jax.device_get(readout(params, state)))
         if name.startswith("n_ref"):  # saved mid-cycle: the held params are a probe
-            assert int(profit_optax.find_profit_state(state).count) > 0
+            assert int(find_state(state, ProfitState).count) > 0
     checkpointer.wait_until_finished()
 
     script = (

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import profit_optax
+from profit_optax._src.readers import find_state
 
 FIELDS = ("conflict", "cos_g_delta", "delta_norm", "grad_norm", "removed_norm", "nonfinite_count")
 
@@ -100,7 +101,7 @@ def test_reading_diagnostics_is_device_side():
         upd, state = jax.jit(tx.update)({"w": jnp.arange(8.0)}, state, params)
         params = optax.apply_updates(params, upd)
     diag = profit_optax.diagnostics(state)
-    inner = profit_optax.find_profit_state(state).diagnostics
+    inner = find_state(state, profit_optax.ProfitState).diagnostics
     for k in FIELDS:
         assert diag[k] is getattr(inner, k)
     jaxpr = jax.make_jaxpr(profit_optax.diagnostics)(state)

@@ -351,12 +351,12 @@ def test_update_forwards_extra_args():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"k": -0.1}, "k must be >= 0"),
-        ({"mu": 0.0}, "mu must be > 0"),
-        ({"b1": 1.0}, "b1 must be in"),
-        ({"b2": -0.5}, "b2 must be in"),
-        ({"eps": -1.0}, "eps must be >= 0"),
-        ({"gamma_init": 0.0}, "gamma_init must be > 0"),
+        ({"k": -0.1}, "`k` must be >= 0"),
+        ({"mu": 0.0}, "`mu` must be > 0"),
+        ({"b1": 1.0}, r"`b1` must be in \[0, 1\)"),
+        ({"b2": -0.5}, r"`b2` must be in \[0, 1\)"),
+        ({"eps": -1.0}, "`eps` must be >= 0"),
+        ({"gamma_init": 0.0}, "`gamma_init` must be > 0"),
     ],
 )
 def test_bad_hyperparameters(kwargs, match):
@@ -370,7 +370,7 @@ def test_bad_inputs():
         ftp(lambda g: g)
     tx = ftp(optax.sgd(0.1))
     state = tx.init(params)
-    with pytest.raises(ValueError, match="requires params"):
+    with pytest.raises(ValueError, match="`params` is required"):
         tx.update(params, state)
     with pytest.raises(ValueError, match="same structure as params"):
         ftp(optax.sgd(0.1), exclude_mask={"w": True}).init(params)

@@ -94,15 +94,15 @@ def test_keeps_dtype():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="alpha must be >= 0"):
+    with pytest.raises(ValueError, match="`alpha` must be >= 0"):
         l2sp(-1.0)
-    with pytest.raises(ValueError, match="beta must be >= 0"):
+    with pytest.raises(ValueError, match="`beta` must be >= 0"):
         l2sp(1.0, -0.1)
-    with pytest.raises(TypeError, match="alpha must be a float"):
+    with pytest.raises(TypeError, match="`alpha` must be a number"):
         l2sp("0.1")
     params = make_params(0)
     tx = l2sp(0.1)
-    with pytest.raises(ValueError, match="requires params"):
+    with pytest.raises(ValueError, match="`params` is required"):
         tx.update(params, tx.init(params))
     with pytest.raises(ValueError, match="same structure as params"):
         l2sp(0.1, head_mask={"head": True}).init(params)

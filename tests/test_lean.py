@@ -15,7 +15,8 @@ import optax
 import pytest
 
 import profit_optax
-from profit_optax import ProfitLeanState, find_first_moment, lean_ref_params, profit_lean
+from profit_optax import ProfitLeanState, profit_lean, ref_params
+from profit_optax._src.lean import find_first_moment
 from tests.numpy_ref_profit import NumpyAdam
 from tests.test_profit import PROBLEMS
 
@@ -105,7 +106,7 @@ def test_matches_numpy_transcription_in_float64(problem):
             updates, state = update(grad_at(params, k), state, params)
             params = optax.apply_updates(params, updates)
             conflicts += int(state.diagnostics.conflict)
-            got = lean_ref_params(params, state)
+            got = ref_params(params, state)
             for name in theta0:
                 np.testing.assert_allclose(got[name], expected[k][name], rtol=1e-6, atol=1e-8)
         assert conflicts > 0  # the projection was exercised
@@ -113,18 +114,18 @@ def test_matches_numpy_transcription_in_float64(problem):
         assert not np.allclose(params[next(iter(theta0))], expected[-1][next(iter(theta0))])
 
 
-def test_lean_ref_params_is_jittable_and_keeps_dtypes():
+def test_ref_params_of_a_lean_state_is_jittable_and_keeps_dtypes():
     params = {"w": jnp.ones(4, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
     tx = profit_lean(optax.adam(1e-2), ref_scale=1.0)
     state = tx.init(params)
     for _ in range(3):
         updates, state = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), state, params)
         params = optax.apply_updates(params, updates)
-    out = jax.jit(lean_ref_params)(params, state)
+    out = jax.jit(ref_params)(params, state)
     assert out["w"].dtype == jnp.bfloat16 and out["b"].dtype == jnp.float32
     chained = optax.chain(optax.clip_by_global_norm(1.0), tx)
     cstate = chained.init(params)
-    assert jax.tree.structure(lean_ref_params(params, cstate)) == jax.tree.structure(params)
+    assert jax.tree.structure(ref_params(params, cstate)) == jax.tree.structure(params)
 
 
 def test_first_moment_lookup_and_clear_errors():
@@ -148,6 +149,15 @@ def test_first_moment_lookup_and_clear_errors():
     state = tx.init(params)
     updates, state = tx.update({"w": jnp.ones(3)}, state, params)
     assert np.all(np.isfinite(np.asarray(updates["w"])))
+    # ... and ref_params needs the same choice
+    probe = optax.apply_updates(params, updates)
+    with pytest.raises(ValueError, match="several first-moment buffers"):
+        ref_params(probe, state)
+    model = ref_params(probe, state, first_moment=lambda s: s[1][0].mu)
+    assert not np.allclose(np.asarray(model["w"]), np.asarray(probe["w"]))
+    exact = profit_optax.profit(optax.adam(0.1))
+    with pytest.raises(ValueError, match="profit_lean states only"):
+        ref_params(params, exact.init(params), first_moment=lambda s: s[0].mu)
     with pytest.raises(ValueError, match="tree like the params"):
         profit_lean(optax.adam(0.1), first_moment=lambda s: s[0].count).init(params)
 
@@ -246,8 +256,8 @@ def _methods(lr):
     return {
         "adam": (optax.adam(lr), 1, lambda p, s: p),
         "exact": (profit_optax.profit(optax.adam(lr), optax.sgd(lr / 100)), 2, exact),
-        "lean": (profit_lean(optax.adam(lr)), 1, lean_ref_params),
-        "lean_2x": (profit_lean(optax.adam(lr)), 2, lean_ref_params),  # equal gradients
+        "lean": (profit_lean(optax.adam(lr)), 1, ref_params),
+        "lean_2x": (profit_lean(optax.adam(lr)), 2, ref_params),  # equal gradients
     }
 
 

@@ -18,7 +18,8 @@ import optax
 import pytest
 
 import profit_optax
-from profit_optax import lean_ref_params, profit_lean, warmup_then
+from profit_optax import ProfitState, profit_lean, ref_params, warmup_then
+from profit_optax._src.readers import find_state
 
 N_BATCHES = 9
 X = jnp.asarray(np.random.default_rng(5).normal(size=(N_BATCHES, 8, 2)), jnp.float32)
@@ -102,7 +103,7 @@ def _check_skip_equals_drop(tx, bad_call, readout=_exact, one_call=False, inner=
 
 
 def _profit_inner(s):
-    st = profit_optax.find_profit_state(s)
+    st = find_state(s, ProfitState)
     return (st.main_state, st.ref_state, st.count)
 
 
@@ -171,7 +172,7 @@ def test_lean_mode_skips_nonfinite_gradients(wrapped):
     _check_skip_equals_drop(
         tx,
         4,
-        readout=lean_ref_params,
+        readout=ref_params,
         inner={
             "main state": lambda s: get(s).main_state,
             "scale": lambda s: get(s).scale,

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import ast
+import builtins
+import doctest
+import email
 import importlib.metadata
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+
+import pytest
 
 import profit_optax
 
 PACKAGE_DIR = Path(profit_optax.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def import_graph(package_dir: Path) -> dict[str, set[str]]:
@@ -94,19 +102,70 @@ def test_cycle_finder_sees_imports_inside_functions(tmp_path):
     assert find_cycle(import_graph(pkg)) is None
 
 
-def test_import_loads_neither_the_registry_nor_the_benchmarks():
+def test_import_loads_only_the_library():
     code = (
         "import sys, profit_optax\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('profit_optax', 'benchmarks'))))\n"
-        "print(profit_optax.registry.__name__)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('profit_optax', 'benchmarks', "
+        "'experiments'))))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    ).stdout.splitlines()
-    loaded = ast.literal_eval(out[0])
-    assert "profit_optax.registry" not in loaded and "profit_optax._src.profit" in loaded
-    assert not any(m.startswith("benchmarks") for m in loaded), loaded
-    assert out[1] == "profit_optax.registry"  # loaded on first use
+    ).stdout
+    loaded = ast.literal_eval(out)
+    assert "profit_optax._src.profit" in loaded
+    assert not [m for m in loaded if not m.startswith("profit_optax")], loaded
+    assert "profit_optax.registry" not in loaded
+
+
+def test_dir_shows_the_public_api_only():
+    """``dir(profit_optax)`` (and tab completion) lists the public names and ``__version__``,
+    not the imports (``annotations``, ``importlib``, ``Any``) or ``_src``."""
+    assert dir(profit_optax) == sorted([*profit_optax.__all__, "__version__"])
+    assert all(not name.startswith("_") for name in profit_optax.__all__)
+    assert len(set(profit_optax.__all__)) == len(profit_optax.__all__)
+    # every public object the package binds is in __all__
+    bound = {
+        name
+        for name, value in vars(profit_optax).items()
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith("profit_optax")
+    }
+    assert bound <= set(profit_optax.__all__), bound - set(profit_optax.__all__)
+
+
+def test_doctests_use_public_names_only():
+    """Every docstring example imports what it uses from the public API: no
+    ``profit_optax._src`` import, no name taken from the defining module's globals
+    (which ``pytest --doctest-modules`` would silently provide)."""
+    finder = doctest.DocTestFinder()
+    n_examples = 0
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if path.name == "registry.py":  # the experiments' harness, leaving the package
+            continue
+        name = ".".join(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+        module = importlib.import_module(name.removesuffix(".__init__"))
+        for test in finder.find(module, module.__name__):
+            if not test.examples or not test.name.startswith(module.__name__):
+                continue
+            tree = ast.parse("\n".join(e.source for e in test.examples))
+            bound = set(dir(builtins))
+            used = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.alias):
+                    bound.add((node.asname or node.name).split(".")[0])
+                    assert "_src" not in node.name, f"{test.name} imports {node.name}"
+                elif isinstance(node, ast.ImportFrom):
+                    assert "_src" not in (node.module or ""), f"{test.name}: {node.module}"
+                elif isinstance(node, ast.arg):
+                    bound.add(node.arg)
+                elif isinstance(node, ast.Name):
+                    if isinstance(node.ctx, ast.Load):
+                        used.setdefault(node.id, node.lineno)
+                    else:
+                        bound.add(node.id)
+            unbound = sorted(set(used) - bound)
+            assert not unbound, f"{test.name} uses {unbound} without importing them"
+            n_examples += 1
+    assert n_examples >= 10
 
 
 def test_public_names_resolve():
@@ -117,3 +176,54 @@ def test_public_names_resolve():
 def test_installed_version_is_the_package_version():
     """pyproject.toml reads the version from ``profit_optax.__version__``."""
     assert importlib.metadata.version("profit-optax") == profit_optax.__version__
+
+
+def _sources(directory: str, names: list[str]) -> set[str]:
+    """What a wheel build needs of the repository: Python files, package data, the
+    project files; not results, caches or virtual environments."""
+    keep = (".py", ".toml", ".md", ".typed", ".cfg", ".in")
+    skipped = {".git", ".venv", "__pycache__", "build", "dist", "runs", "tmp", "results"}
+    ignored = set()
+    for name in names:
+        path = Path(directory) / name
+        if path.is_dir():
+            if name in skipped or name.endswith(".egg-info"):
+                ignored.add(name)
+        elif not (name.endswith(keep) or name == "LICENSE"):
+            ignored.add(name)
+    return ignored
+
+
+@pytest.mark.xfail(
+    (ROOT / "profit_optax" / "registry.py").exists(),
+    reason="profit_optax/registry.py moves to experiments/ in a parallel change",
+    strict=True,
+)
+def test_wheel_ships_the_license_and_no_experiment_code(tmp_path):
+    """``pip wheel .`` of the repository: the Apache-2.0 LICENSE in the wheel's metadata,
+    and nothing but the ``profit_optax`` library (no experiments, benchmarks, tests, no
+    experiment registry)."""
+    assert (ROOT / "LICENSE").is_file(), "no LICENSE file at the repository root"
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=_sources)  # a clean tree: no stale build/ directory
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run(
+        [*pip, str(src), "-w", str(tmp_path / "dist")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        assert zf.read(license_file) == (ROOT / "LICENSE").read_bytes()
+        (metadata_file,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = email.message_from_bytes(zf.read(metadata_file))
+    assert b"Apache License" in (ROOT / "LICENSE").read_bytes()[:200]
+    assert metadata["License-Expression"] == "Apache-2.0"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    modules = [n for n in names if ".dist-info/" not in n]
+    assert all(n.startswith("profit_optax/") for n in modules), modules
+    assert "profit_optax/_src/profit.py" in modules
+    assert not [n for n in modules if "registry" in n or "experiment" in n], modules

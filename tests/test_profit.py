@@ -10,6 +10,7 @@ import pytest
 
 import profit_optax
 from profit_optax import ProfitState
+from profit_optax._src.readers import find_state
 from tests.numpy_ref_profit import NumpyAdam, NumpySGD, profit_numpy
 
 # ---------------------------------------------------------------------------
@@ -383,7 +384,7 @@ def test_ref_params_recovers_theta_ref_mid_cycle():
             np.testing.assert_array_equal(np.asarray(recovered[name]), theta0[name])
     chained = optax.chain(optax.clip_by_global_norm(1.0), tx)
     cstate = chained.init(params)
-    assert profit_optax.find_profit_state(cstate).count.shape == ()
+    assert find_state(cstate, ProfitState).count.shape == ()
 
 
 # ---------------------------------------------------------------------------
@@ -621,38 +622,6 @@ def test_rejects_bad_update_inputs_with_clear_messages():
 def test_state_is_documented_namedtuple():
     assert ProfitState._fields == ("count", "theta_ref", "main_state", "ref_state", "diagnostics")
     assert "θ_ref" in ProfitState.__doc__
-
-
-def _updates_of(tx, n_calls=3):
-    params, out = {"w": jnp.array([1.0, -2.0, 0.5])}, []
-    state = tx.init(params)
-    for k in range(n_calls):
-        updates, state = tx.update({"w": jnp.sin(params["w"] + k)}, state, params)
-        params = optax.apply_updates(params, updates)
-        out.append(params["w"])
-    return np.stack(out), state
-
-
-def test_deprecated_memory_argument_warns_and_keeps_its_behaviour():
-    """`profit(memory="lean")` is `profit_lean` (with profit_lean's default ref_scale)
-    and `memory="exact"` is `profit`, each with a DeprecationWarning."""
-    with pytest.warns(DeprecationWarning, match="profit_lean"):
-        lean = profit_optax.profit(optax.adam(1e-1), memory="lean")
-    got, state = _updates_of(lean)
-    assert isinstance(state, profit_optax.ProfitLeanState)
-    np.testing.assert_array_equal(got, _updates_of(profit_optax.profit_lean(optax.adam(1e-1)))[0])
-    with pytest.warns(DeprecationWarning):
-        scaled = profit_optax.profit(optax.adam(1e-1), memory="lean", ref_scale=0.5)
-    want = _updates_of(profit_optax.profit_lean(optax.adam(1e-1), ref_scale=0.5))[0]
-    np.testing.assert_array_equal(_updates_of(scaled)[0], want)
-    with pytest.warns(DeprecationWarning):
-        exact = profit_optax.profit(optax.adam(1e-1), optax.sgd(1e-2), memory="exact", n_ref=2)
-    want = _updates_of(profit_optax.profit(optax.adam(1e-1), optax.sgd(1e-2), n_ref=2))[0]
-    np.testing.assert_array_equal(_updates_of(exact)[0], want)
-    with pytest.raises(ValueError, match="reference optimizer"), pytest.warns(DeprecationWarning):
-        profit_optax.profit(optax.adam(1e-3), optax.sgd(1e-5), memory="lean")
-    with pytest.raises(ValueError, match="memory"):
-        profit_optax.profit(optax.adam(1e-3), memory="small")
 
 
 def test_ref_params_and_diagnostics_accept_nnx_optimizer_states():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import jax
@@ -25,6 +27,39 @@ def check_transformation(tx: Any, name: str, caller: str) -> None:
     )
 
 
+def check_number(
+    value: Any,
+    name: str,
+    caller: str,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Returns ``value`` as a float after checking that it is a real number (not a bool)
+    in the interval from ``low`` to ``high`` (each end included unless ``*_open``).
+
+    Raises:
+      TypeError: for a non-number.
+      ValueError: for a number outside the interval (or NaN).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{caller}: `{name}` must be a number, got {type(value).__name__}: {value!r}."
+        )
+    x = float(value)
+    above = low < x if low_open else low <= x
+    below = x < high if high_open else x <= high
+    if not (above and below):
+        if math.isinf(high):
+            wanted = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            wanted = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{caller}: `{name}` must be {wanted}, got {value!r}.")
+    return x
+
+
 def check_projection(projection: Any, caller: str) -> None:
     if projection not in PROJECTIONS:
         raise ValueError(
@@ -37,8 +72,8 @@ def check_trees(grads: optax.Updates, params: optax.Params | None, caller: str) 
     in structure or shapes."""
     if params is None:
         raise ValueError(
-            f"{caller}: `params` is required: call `tx.update(grads, state, params)`. PROFIT "
-            "needs the current parameters to restore θ_ref at the end of each cycle."
+            f"{caller}: `params` is required: call `tx.update(grads, state, params)` (the "
+            "update depends on the current parameters)."
         )
     g_def = jax.tree.structure(grads)
     p_def = jax.tree.structure(params)

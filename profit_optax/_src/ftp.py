@@ -1,10 +1,16 @@
 """Fast Trainable Projection (FTP) as an Optax optimizer wrapper.
 
 FTP keeps every fine-tuned tensor inside a learned L1 "ball" around its
-pre-trained value. Each step, the inner optimizer proposes an unconstrained
-candidate; FTP then updates one radius per tensor with a hyper-gradient taken
-from the current training gradient (no extra forward/backward pass) and shrinks
-each output row of the candidate's offset from the anchor back inside the radius.
+pre-trained value ``w0``. At global step t (from 1), with the current params W,
+the raw gradient g at W and the inner optimizer's update u, each projected
+tensor (:func:`_project_leaf`):
+
+1. c ← W + u − w0, the unconstrained candidate's offset from the anchor;
+2. n ← rowL1(c) + 1e-8, one L1 norm per output row;
+3. γ takes one Adam step on the hyper-gradient ∂L(W)/∂γ_{t−1} =
+   Σ_rows ⟨g, c_{t−1}⟩ / n_{t−1}, read off the current gradient (no extra
+   forward/backward pass), then is clipped to [1e-8, max(n)] (:func:`_radius_step`);
+4. W ← w0 + clip(γ / n, 0, 1) · c: each row of the offset shrinks back inside γ.
 
 This is a port of the authors' released implementation (``util/FTP.py`` in
 ``GT-RIPL/FTP``, class ``FTP`` used by ``SGDP``/``AdamP``), including its quirks:
@@ -18,6 +24,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -26,8 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from profit_optax._src.checks import check_number, check_transformation, check_trees
 from profit_optax._src.masks import resolve_static_mask
 from profit_optax._src.numerics import acc_dtype
+
+__all__ = ["FTPState", "default_reduce_axes", "ftp"]
 
 # Constants hard-coded in the authors' FTP class.
 _NORM_EPS = 1e-8  # added to every row L1 norm (``_mars_norm``)
@@ -67,6 +77,30 @@ class FTPState(NamedTuple):
     inner_state: optax.OptState
 
 
+class _Leaf(NamedTuple):
+    """The per-leaf fields of :class:`FTPState` for one tensor (each an array, or an
+    ``optax.MaskedNode`` for an excluded leaf)."""
+
+    anchor: Any
+    prev_offset: Any
+    prev_inv_norm: Any
+    gamma: Any
+    gamma_mu: Any
+    gamma_nu: Any
+
+
+def _leaves_of(state: FTPState, treedef: Any) -> list[_Leaf]:
+    """One :class:`_Leaf` per leaf of the params, from the state's per-leaf trees."""
+    trees = [treedef.flatten_up_to(getattr(state, f)) for f in _Leaf._fields]
+    return [_Leaf(*fields) for fields in zip(*trees, strict=True)]
+
+
+def _trees_of(leaves: list[_Leaf], treedef: Any) -> dict[str, Any]:
+    """The inverse of :func:`_leaves_of`: the per-leaf fields as ``FTPState`` keywords."""
+    columns = zip(*leaves, strict=True) if leaves else [[]] * len(_Leaf._fields)
+    return {f: treedef.unflatten(list(c)) for f, c in zip(_Leaf._fields, columns, strict=True)}
+
+
 def default_reduce_axes(x: jax.Array) -> tuple[int, ...]:
     """Axes summed by FTP's per-row L1 norm for a Flax-layout parameter.
 
@@ -83,10 +117,10 @@ def default_reduce_axes(x: jax.Array) -> tuple[int, ...]:
       The axes to sum over.
 
     Example:
-      >>> import jax.numpy as jnp
-      >>> default_reduce_axes(jnp.zeros((3, 3, 8, 16)))
+      >>> import jax.numpy as jnp, profit_optax
+      >>> profit_optax.default_reduce_axes(jnp.zeros((3, 3, 8, 16)))
       (0, 1, 2)
-      >>> default_reduce_axes(jnp.zeros((16,)))
+      >>> profit_optax.default_reduce_axes(jnp.zeros((16,)))
       (0,)
     """
     ndim = np.ndim(x)
@@ -95,9 +129,102 @@ def default_reduce_axes(x: jax.Array) -> tuple[int, ...]:
     return tuple(range(ndim))
 
 
-def _check_unit_interval(name: str, value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}.")
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    """The arguments of :func:`ftp`, checked."""
+
+    k: float
+    mu: float
+    b1: float
+    b2: float
+    eps: float
+    gamma_init: float
+    exclude_mask: MaskOrFn | None
+    reduce_axes_fn: ReduceAxesFn
+
+    def axes(self, p: jax.Array) -> tuple[int, ...]:
+        """The row norm's axes for leaf ``p``, checked and made non-negative."""
+        ndim = np.ndim(p)
+        axes = tuple(int(a) for a in self.reduce_axes_fn(p))
+        if any(not -ndim <= a < ndim for a in axes):
+            raise ValueError(f"reduce_axes_fn returned axes {axes} for a leaf of shape {p.shape}.")
+        return tuple(sorted({a % ndim for a in axes}))
+
+    def projected(self, params: optax.Params) -> list[bool]:
+        """One flag per leaf: projected (not excluded); only floating-point leaves can be."""
+        leaves = jax.tree.leaves(params)
+        excluded = resolve_static_mask(self.exclude_mask, params, "exclude_mask")
+        flags = [True] * len(leaves) if excluded is None else [not ex for ex in excluded]
+        for p, flag in zip(leaves, flags, strict=True):
+            if flag and not jnp.issubdtype(jnp.asarray(p).dtype, jnp.floating):
+                raise TypeError(
+                    f"ftp projects floating-point leaves only, got dtype {p.dtype}; "
+                    "exclude this leaf with exclude_mask."
+                )
+        return flags
+
+
+def _init_leaf(cfg: _Config, p: jax.Array) -> _Leaf:
+    acc = acc_dtype(p.dtype)
+    axes = cfg.axes(p)
+    row_shape = tuple(1 if a in axes else s for a, s in enumerate(p.shape))
+    return _Leaf(
+        anchor=jnp.array(p, copy=True),
+        prev_offset=jnp.zeros_like(p),
+        prev_inv_norm=jnp.zeros(row_shape, acc),
+        gamma=jnp.asarray(cfg.gamma_init, acc),
+        gamma_mu=jnp.asarray(0.0, acc),
+        gamma_nu=jnp.asarray(0.0, acc),
+    )
+
+
+def _radius_step(
+    cfg: _Config, count: jax.Array, leaf: _Leaf, g: jax.Array, norm: jax.Array, axes: tuple
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Step 3: the new radius γ and its Adam moments (m, v).
+
+    The hyper-gradient ∂L(W_{t−1})/∂γ_{t−1} = Σ_rows ⟨g, c_{t−1}⟩ / n_{t−1}, with its
+    positive part (the shrink signal) scaled by ``k``; one Adam step with bias
+    correction at t = ``count + 1``; γ clipped to [1e-8, max(n)]. At t = 1: γ_init.
+    """
+    acc = norm.dtype
+    first = count == 0
+    t = (count + 1).astype(acc)
+    row_dots = jnp.sum(g.astype(acc) * leaf.prev_offset.astype(acc), axis=axes, keepdims=True)
+    hg = jnp.sum(row_dots * leaf.prev_inv_norm)
+    hg = jnp.where(first, jnp.zeros_like(hg), hg)
+    hg = jnp.where(hg > 0, cfg.k * hg, hg)
+    m = cfg.b1 * leaf.gamma_mu + (1.0 - cfg.b1) * hg
+    v = cfg.b2 * leaf.gamma_nu + (1.0 - cfg.b2) * hg**2
+    m_hat = m / (1.0 - jnp.asarray(cfg.b1, acc) ** t)
+    v_hat = v / (1.0 - jnp.asarray(cfg.b2, acc) ** t)
+    gamma = leaf.gamma - cfg.mu * m_hat / (jnp.sqrt(v_hat) + cfg.eps)
+    gamma = jnp.clip(gamma, _GAMMA_MIN, jnp.max(norm))
+    gamma = jnp.where(first, jnp.asarray(cfg.gamma_init, acc), gamma).astype(acc)
+    return gamma, m.astype(acc), v.astype(acc)
+
+
+def _project_leaf(
+    cfg: _Config, count: jax.Array, w: jax.Array, g: jax.Array, u: jax.Array, leaf: _Leaf
+) -> tuple[jax.Array, _Leaf]:
+    """Steps 1–4 for one projected tensor: its update and its new per-leaf state."""
+    dtype, acc = w.dtype, acc_dtype(w.dtype)
+    axes = cfg.axes(w)
+    w, w0 = w.astype(acc), leaf.anchor.astype(acc)
+    c = w + u.astype(acc) - w0  # 1. the unconstrained offset
+    norm = jnp.sum(jnp.abs(c), axis=axes, keepdims=True) + _NORM_EPS  # 2. row L1 norms
+    gamma, m, v = _radius_step(cfg, count, leaf, g, norm, axes)  # 3. the radius
+    inv_norm = 1.0 / norm
+    new_w = w0 + jnp.clip(gamma * inv_norm, 0.0, 1.0) * c  # 4. shrink the rows toward w0
+    new_leaf = _Leaf(
+        anchor=leaf.anchor,
+        prev_offset=c.astype(leaf.prev_offset.dtype),
+        prev_inv_norm=inv_norm.astype(leaf.prev_inv_norm.dtype),
+        gamma=gamma,
+        gamma_mu=m,
+        gamma_nu=v,
+    )
+    return (new_w - w).astype(dtype), new_leaf
 
 
 def ftp(
@@ -166,12 +293,18 @@ def ftp(
       A :class:`optax.GradientTransformationExtraArgs`. ``update`` requires
       ``params``; extra keyword arguments are forwarded to ``optimizer``.
 
+    Raises:
+      TypeError: if ``optimizer`` is not a gradient transformation, a hyperparameter
+        is not a number or ``reduce_axes_fn`` is not callable; at ``init``/``update``
+        for a non-bool mask or a projected leaf that is not floating-point.
+      ValueError: for a hyperparameter out of its range; at ``init``/``update`` for
+        a mask that does not match the params or axes out of range; at ``update``
+        for ``params=None`` or gradient and parameter trees that differ.
+
     Example:
-      >>> import jax.numpy as jnp
-      >>> import optax
-      >>> from profit_optax._src.ftp import ftp
+      >>> import jax.numpy as jnp, optax, profit_optax
       >>> params = {"w": jnp.ones((3, 2)), "head": jnp.zeros((2,))}
-      >>> tx = ftp(optax.sgd(0.1), exclude_mask={"w": False, "head": True})
+      >>> tx = profit_optax.ftp(optax.sgd(0.1), exclude_mask={"w": False, "head": True})
       >>> state = tx.init(params)
       >>> grads = {"w": jnp.ones((3, 2)), "head": jnp.ones((2,))}
       >>> updates, state = tx.update(grads, state, params)
@@ -189,81 +322,32 @@ def ftp(
       <https://arxiv.org/abs/2310.19182>`_, NeurIPS 2023. Authors' code:
       ``GT-RIPL/FTP``, ``util/FTP.py``.
     """
-    if not (
-        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
-    ):
-        raise TypeError(
-            f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}."
-        )
-    k, mu, b1, b2, eps, gamma_init = (
-        float(k),
-        float(mu),
-        float(b1),
-        float(b2),
-        float(eps),
-        float(gamma_init),
-    )
-    if k < 0.0:
-        raise ValueError(f"k must be >= 0, got {k}.")
-    if mu <= 0.0:
-        raise ValueError(f"mu must be > 0, got {mu}.")
-    _check_unit_interval("b1", b1)
-    _check_unit_interval("b2", b2)
-    if eps < 0.0:
-        raise ValueError(f"eps must be >= 0, got {eps}.")
-    if gamma_init <= 0.0:
-        raise ValueError(f"gamma_init must be > 0, got {gamma_init}.")
+
+    check_transformation(optimizer, "optimizer", "ftp")
     if not callable(reduce_axes_fn):
-        raise TypeError("reduce_axes_fn must be a callable leaf -> tuple of axes.")
-
+        raise TypeError("ftp: `reduce_axes_fn` must be a callable leaf -> tuple of axes.")
+    cfg = _Config(
+        k=check_number(k, "k", "ftp", low=0.0),
+        mu=check_number(mu, "mu", "ftp", low=0.0, low_open=True),
+        b1=check_number(b1, "b1", "ftp", low=0.0, high=1.0, high_open=True),
+        b2=check_number(b2, "b2", "ftp", low=0.0, high=1.0, high_open=True),
+        eps=check_number(eps, "eps", "ftp", low=0.0),
+        gamma_init=check_number(gamma_init, "gamma_init", "ftp", low=0.0, low_open=True),
+        exclude_mask=exclude_mask,
+        reduce_axes_fn=reduce_axes_fn,
+    )
     inner = optax.with_extra_args_support(optimizer)
-    masked = optax.MaskedNode()
-
-    def _axes(p: jax.Array) -> tuple[int, ...]:
-        ndim = np.ndim(p)
-        axes = tuple(int(a) for a in reduce_axes_fn(p))
-        if any(not -ndim <= a < ndim for a in axes):
-            raise ValueError(f"reduce_axes_fn returned axes {axes} for a leaf of shape {p.shape}.")
-        return tuple(sorted({a % ndim for a in axes}))
-
-    def _projected(params: optax.Params) -> tuple[Any, list[Any], list[bool]]:
-        treedef = jax.tree.structure(params)
-        leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
-        excluded = resolve_static_mask(exclude_mask, params, "exclude_mask")
-        if excluded is None:
-            excluded = [False] * len(leaves)
-        for p, ex in zip(leaves, excluded, strict=True):
-            if not ex and not jnp.issubdtype(jnp.asarray(p).dtype, jnp.floating):
-                raise TypeError(
-                    f"ftp projects floating-point leaves only, got dtype {p.dtype}; "
-                    "exclude this leaf with exclude_mask."
-                )
-        return treedef, leaves, [not ex for ex in excluded]
 
     def init_fn(params: optax.Params) -> FTPState:
-        treedef, leaves, proj = _projected(params)
-
-        def per_leaf(fn: Callable[[jax.Array], Any]) -> Any:
-            return treedef.unflatten(
-                [fn(p) if pr else masked for p, pr in zip(leaves, proj, strict=True)]
-            )
-
-        def inv_norm_zeros(p: jax.Array) -> jax.Array:
-            shape = tuple(1 if a in _axes(p) else s for a, s in enumerate(p.shape))
-            return jnp.zeros(shape, acc_dtype(p.dtype))
-
-        def scalar(value: float) -> Callable[[jax.Array], jax.Array]:
-            return lambda p: jnp.asarray(value, acc_dtype(p.dtype))
-
+        treedef = jax.tree.structure(params)
+        leaves = [
+            _init_leaf(cfg, p) if projected else _Leaf(*[optax.MaskedNode()] * len(_Leaf._fields))
+            for p, projected in zip(jax.tree.leaves(params), cfg.projected(params), strict=True)
+        ]
         return FTPState(
             count=jnp.zeros([], jnp.int32),
-            anchor=per_leaf(lambda p: jnp.array(p, copy=True)),
-            prev_offset=per_leaf(jnp.zeros_like),
-            prev_inv_norm=per_leaf(inv_norm_zeros),
-            gamma=per_leaf(scalar(gamma_init)),
-            gamma_mu=per_leaf(scalar(0.0)),
-            gamma_nu=per_leaf(scalar(0.0)),
             inner_state=inner.init(params),
+            **_trees_of(leaves, treedef),
         )
 
     def update_fn(
@@ -272,83 +356,22 @@ def ftp(
         params: optax.Params | None = None,
         **extra_args: Any,
     ) -> tuple[optax.Updates, FTPState]:
-        if params is None:
-            raise ValueError("ftp requires params: call update(grads, state, params).")
-        treedef, p_leaves, proj = _projected(params)
-        try:
-            g_leaves = treedef.flatten_up_to(updates)
-        except (ValueError, TypeError) as e:
-            raise ValueError("ftp: updates and params must have the same tree structure.") from e
+        check_trees(updates, params, "ftp")
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-        u_leaves = treedef.flatten_up_to(inner_updates)
-        fields = [
-            treedef.flatten_up_to(t)
-            for t in (
-                state.anchor,
-                state.prev_offset,
-                state.prev_inv_norm,
-                state.gamma,
-                state.gamma_mu,
-                state.gamma_nu,
+        treedef: Any = jax.tree.structure(params)  # no stub for jaxlib's PyTreeDef
+        columns = (treedef.flatten_up_to(t) for t in (params, updates, inner_updates))
+        out = [
+            _project_leaf(cfg, state.count, w, g, u, leaf) if projected else (u, leaf)
+            for projected, w, g, u, leaf in zip(
+                cfg.projected(params), *columns, _leaves_of(state, treedef), strict=True
             )
         ]
-
-        first = state.count == 0
-        t = state.count + 1
-        out_u: list[Any] = []
-        out_c: list[Any] = []
-        out_inv: list[Any] = []
-        out_gamma: list[Any] = []
-        out_m: list[Any] = []
-        out_v: list[Any] = []
-        for i, (p, g, u, pr) in enumerate(zip(p_leaves, g_leaves, u_leaves, proj, strict=True)):
-            if not pr:
-                out_u.append(u)
-                for out in (out_c, out_inv, out_gamma, out_m, out_v):
-                    out.append(masked)
-                continue
-            w0, c_prev, inv_prev, gamma, m, v = (f[i] for f in fields)
-            acc = acc_dtype(p.dtype)
-            axes = _axes(p)
-            p32 = p.astype(acc)
-            w0 = w0.astype(acc)
-            c = p32 + u.astype(acc) - w0
-            norm = jnp.sum(jnp.abs(c), axis=axes, keepdims=True) + _NORM_EPS
-
-            hg = jnp.sum(
-                jnp.sum(g.astype(acc) * c_prev.astype(acc), axis=axes, keepdims=True) * inv_prev
-            )
-            hg = jnp.where(first, jnp.zeros_like(hg), hg)
-            hg = jnp.where(hg > 0, k * hg, hg)
-            m = b1 * m + (1.0 - b1) * hg
-            v = b2 * v + (1.0 - b2) * hg**2
-            tf = t.astype(acc)
-            m_hat = m / (1.0 - jnp.asarray(b1, acc) ** tf)
-            v_hat = v / (1.0 - jnp.asarray(b2, acc) ** tf)
-            new_gamma = gamma - mu * m_hat / (jnp.sqrt(v_hat) + eps)
-            new_gamma = jnp.clip(new_gamma, _GAMMA_MIN, jnp.max(norm))
-            new_gamma = jnp.where(first, jnp.asarray(gamma_init, acc), new_gamma).astype(acc)
-
-            inv = 1.0 / norm
-            ratio = jnp.clip(new_gamma * inv, 0.0, 1.0)
-            new_p = w0 + ratio * c
-            out_u.append((new_p - p32).astype(p.dtype))
-            out_c.append(c.astype(c_prev.dtype))
-            out_inv.append(inv.astype(inv_prev.dtype))
-            out_gamma.append(new_gamma)
-            out_m.append(m.astype(acc))
-            out_v.append(v.astype(acc))
-
+        new_updates, new_leaves = zip(*out, strict=True) if out else ((), ())
         new_state = FTPState(
             count=optax.safe_int32_increment(state.count),
-            anchor=state.anchor,
-            prev_offset=treedef.unflatten(out_c),
-            prev_inv_norm=treedef.unflatten(out_inv),
-            gamma=treedef.unflatten(out_gamma),
-            gamma_mu=treedef.unflatten(out_m),
-            gamma_nu=treedef.unflatten(out_v),
             inner_state=inner_state,
+            **_trees_of(list(new_leaves), treedef),
         )
-        return treedef.unflatten(out_u), new_state
+        return treedef.unflatten(list(new_updates)), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from profit_optax._src.checks import check_number, check_trees
 from profit_optax._src.masks import resolve_static_mask
 from profit_optax._src.numerics import acc_dtype
 
@@ -66,12 +67,16 @@ def l2sp(
     Returns:
       A :class:`optax.GradientTransformation`; ``update`` requires ``params``.
 
+    Raises:
+      TypeError: if ``alpha`` or ``beta`` is not a number, or a mask leaf not a bool.
+      ValueError: if ``alpha`` or ``beta`` is negative; for a mask that does not match
+        the params; at ``update`` for ``params=None`` or gradient and parameter trees
+        that differ.
+
     Example:
-      >>> import jax.numpy as jnp
-      >>> import optax
-      >>> from profit_optax._src.l2sp import l2sp
+      >>> import jax.numpy as jnp, profit_optax
       >>> params = {"w": jnp.array([1.0, 2.0]), "head": jnp.array([3.0])}
-      >>> tx = l2sp(0.5, 0.1, head_mask={"w": False, "head": True})
+      >>> tx = profit_optax.l2sp(0.5, 0.1, head_mask={"w": False, "head": True})
       >>> state = tx.init(params)
       >>> moved = {"w": jnp.array([2.0, 2.0]), "head": jnp.array([3.0])}
       >>> zero = {"w": jnp.zeros(2), "head": jnp.zeros(1)}
@@ -83,12 +88,8 @@ def l2sp(
       Li, Grandvalet, Davoine, `Explicit Inductive Bias for Transfer Learning with
       Convolutional Networks <https://arxiv.org/abs/1802.01483>`_, ICML 2018.
     """
-    for name, value in (("alpha", alpha), ("beta", beta)):
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise TypeError(f"{name} must be a float, got {type(value).__name__}.")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}.")
-    alpha, beta = float(alpha), float(beta)
+    alpha = check_number(alpha, "alpha", "l2sp", low=0.0)
+    beta = check_number(beta, "beta", "l2sp", low=0.0)
 
     def _head_flags(params: optax.Params) -> tuple[Any, list[Any], list[bool]]:
         treedef = jax.tree.structure(params)
@@ -107,13 +108,9 @@ def l2sp(
     def update_fn(
         updates: optax.Updates, state: L2SPState, params: optax.Params | None = None
     ) -> tuple[optax.Updates, L2SPState]:
-        if params is None:
-            raise ValueError("l2sp requires params: call update(grads, state, params).")
+        check_trees(updates, params, "l2sp")
         treedef, p_leaves, head = _head_flags(params)
-        try:
-            g_leaves = treedef.flatten_up_to(updates)
-        except (ValueError, TypeError) as e:
-            raise ValueError("l2sp: updates and params must have the same tree structure.") from e
+        g_leaves = treedef.flatten_up_to(updates)
         a_leaves = treedef.flatten_up_to(state.anchor)
         out = []
         for g, p, a, h in zip(g_leaves, p_leaves, a_leaves, head, strict=True):

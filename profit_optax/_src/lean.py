@@ -6,8 +6,7 @@ NeurIPS 2025, §5). The paper suggests that it "can be largely eliminated by
 approximating via the momentum buffer" and leaves the memory-efficient version
 as future work. :func:`profit_lean` is one such approximation: it keeps *no*
 parameter-sized buffer beyond the main optimizer's own state. Its state readers
-(``lean_ref_params``, ``find_profit_lean_state``) are in
-:mod:`profit_optax._src.readers`, next to PROFIT's.
+(``ref_params``, ``diagnostics``) are PROFIT's, in :mod:`profit_optax._src.readers`.
 """
 
 from __future__ import annotations
@@ -200,7 +199,7 @@ def profit_lean(
       projection direction itself comes from m and is not affected.
     * The held parameters are **never** the model itself once m ≠ 0 (the
       exact mode's are, after each main call). Evaluate, log and checkpoint
-      :func:`~profit_optax.lean_ref_params` (or checkpoint the raw params together with the
+      :func:`~profit_optax.ref_params` (or checkpoint the raw params together with the
       optimizer state: θ_ref is a function of both).
 
     Must be the last transformation of a chain, like :func:`~profit_optax.profit`.
@@ -212,11 +211,9 @@ def profit_lean(
     no ``n_ref``, no one-call mode and no ``reset_reference_state`` (every one of
     ``profit``'s own arguments would be invalid with it), it needs a main
     optimizer with momentum, its state (:class:`ProfitLeanState`) holds no θ_ref,
-    and its held parameters are never the model. ``profit(memory="lean")``, the
-    earlier spelling, is deprecated and calls this function. The state readers
+    and its held parameters are never the model. The state readers
     :func:`~profit_optax.ref_params` and :func:`~profit_optax.diagnostics` accept
-    both states; :func:`~profit_optax.lean_ref_params` is needed only with
-    ``first_moment``.
+    both states.
 
     Why ``ref_scale`` defaults to 0.01 here and to
     :data:`~profit_optax.DEFAULT_REF_SCALE` (3e-4) in ``profit``: the two scales
@@ -230,7 +227,7 @@ def profit_lean(
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np, optax
-      >>> from profit_optax import lean_ref_params, profit_lean
+      >>> from profit_optax import profit_lean, ref_params
       >>> tx = profit_lean(optax.adam(0.1), ref_scale=0.1)
       >>> params = {"w": jnp.array([1.0, -1.0])}
       >>> state = tx.init(params)
@@ -241,13 +238,13 @@ def profit_lean(
       ...     params = optax.apply_updates(params, updates)
       >>> np.asarray(params["w"]).round(3)  # the probe point θ' = θ_ref + Δ
       array([ 0.749, -0.716], dtype=float32)
-      >>> np.asarray(lean_ref_params(params, state)["w"]).round(3)  # the model θ_ref
+      >>> np.asarray(ref_params(params, state)["w"]).round(3)  # the model θ_ref
       array([ 0.753, -0.721], dtype=float32)
 
     Args:
       optimizer: the main optimizer; its state must hold exactly one first-moment
-        buffer shaped like the params (see :func:`find_first_moment`), or pass
-        ``first_moment``.
+        buffer shaped like the params (a ``mu`` or ``trace`` field, also inside
+        chains and wrappers), or pass ``first_moment``.
       ref_scale: ‖Δ‖ relative to the main optimizer's last step (positive;
         default 0.01, see above).
       projection: ``"global"`` (one inner product over all parameters, as in the
@@ -255,7 +252,7 @@ def profit_lean(
       first_moment: optional function ``main_state -> tree like params`` that
         returns the buffer to use as m (for optimizers whose momentum is not a
         ``mu`` / ``trace`` field). Pass the same function to
-        :func:`~profit_optax.lean_ref_params`.
+        :func:`~profit_optax.ref_params`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a

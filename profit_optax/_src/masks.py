@@ -55,6 +55,7 @@ def normalize_path(keypath: Sequence[Any]) -> Path:
 
     Example:
       >>> from jax.tree_util import DictKey, GetAttrKey
+      >>> from profit_optax.masks import normalize_path
       >>> normalize_path((DictKey("params"), DictKey("head"), DictKey("kernel")))
       ('head', 'kernel')
       >>> normalize_path((DictKey("layers"), DictKey(0), DictKey("bias"), GetAttrKey("value")))
@@ -131,6 +132,7 @@ def path_mask(params: Any, predicate_or_prefixes: Predicate | str | Sequence[str
 
     Example:
       >>> import jax.numpy as jnp
+      >>> from profit_optax.masks import path_mask
       >>> params = {"embedding": {"kernel": jnp.zeros((2, 2))}, "head": {"bias": jnp.zeros(2)}}
       >>> path_mask(params, "head")
       {'embedding': {'kernel': False}, 'head': {'bias': True}}
@@ -248,6 +250,7 @@ def embedding_mask(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> from profit_optax.masks import embedding_mask
       >>> vit = {"params": {"embedding": {"kernel": jnp.zeros((4, 4, 3, 8)), "bias": jnp.zeros(8)},
       ...                   "cls": jnp.zeros((1, 1, 8)), "head": {"bias": jnp.zeros(10)}}}
       >>> embedding_mask(vit)["params"]
@@ -292,6 +295,7 @@ def head_mask(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> from profit_optax.masks import head_mask
       >>> mlp = {f"Dense_{i}": {"kernel": jnp.zeros((2, 2))} for i in range(3)}
       >>> head_mask(mlp)
       {'Dense_0': {'kernel': False}, 'Dense_1': {'kernel': False}, 'Dense_2': {'kernel': True}}
@@ -312,6 +316,7 @@ def invert_mask(mask: Any) -> Any:
     """Logical NOT of a bool mask (e.g. "everything but the head").
 
     Example:
+      >>> from profit_optax.masks import invert_mask
       >>> invert_mask({"a": True, "b": False})
       {'a': False, 'b': True}
     """

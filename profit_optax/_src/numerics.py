@@ -1,10 +1,13 @@
 """Shared numerics: the accumulation dtype, sums over trees, PROFIT's projection.
 
-Every transformation of the package (PROFIT, its lean mode, FTP, L2-SP) takes its
-sums and its mixed-precision arithmetic in the *accumulation dtype*: float32 for
-half- and single-precision inputs, float64 for float64 inputs. The projection of
-Algorithm 1 (step 3) and the diagnostics it reports live here because PROFIT and
-its lean mode share them.
+Every transformation of the package (PROFIT, its lean mode, FTP, L2-SP) does its
+mixed-precision arithmetic in the *accumulation dtype* (:func:`acc_dtype`): float32
+for half- and single-precision inputs, float64 for float64 inputs. Reductions
+accumulate in at least float32: the projection's sums (:func:`projection_sums`)
+in the accumulation dtype, the squared norms :func:`sumsq` in float32 (also for
+float64 inputs) and :func:`sumsq_between` in the accumulation dtype, both
+returned as float32 scalars. The projection of Algorithm 1 (step 3) and the
+diagnostics it reports live here because PROFIT and its lean mode share them.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ def to_acc(x: jax.Array) -> jax.Array:
 
 
 def sumsq(tree: Any) -> jax.Array:
-    """‖tree‖², in float32."""
+    """‖tree‖² as a float32 scalar, summed in float32 for every input dtype (float64
+    leaves are squared in float64, then summed in float32)."""
     leaves = jax.tree.leaves(tree)
     return sum((jnp.sum(jnp.square(to_acc(x)), dtype=jnp.float32) for x in leaves), jnp.float32(0))
 
 
 def sumsq_between(a: Any, b: Any) -> jax.Array:
-    """‖a − b‖² over two trees, accumulated in float32 (float64 for float64 inputs)."""
+    """‖a − b‖² over two trees as a float32 scalar, accumulated in the accumulation
+    dtype (float64 when an input is float64)."""
 
     def leaf(x, y):
         acc = jnp.promote_types(acc_dtype(x.dtype), acc_dtype(y.dtype))
@@ -139,8 +144,8 @@ def project(
 
     ``sums`` are the per-leaf (⟨g, Δ⟩, ‖Δ‖², ‖g‖²) of :func:`projection_sums`;
     ``projection`` is one of :data:`PROJECTIONS`. Returns the projected gradient
-    (in the gradients' dtypes) and the diagnostics (``nonfinite_count`` left at
-    0). Products accumulate in float32.
+    (computed in the accumulation dtype, rounded to the gradients' dtypes) and the
+    diagnostics (float32, ``nonfinite_count`` left at 0).
     """
     g_leaves, treedef = jax.tree.flatten(grads)
     d_leaves = treedef.flatten_up_to(delta)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -34,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from profit_optax._src import lean
 from profit_optax._src.checks import check_projection, check_transformation, check_trees
 from profit_optax._src.numerics import (
     ProfitDiagnostics,
@@ -351,7 +349,6 @@ def profit(
     reset_reference_state: bool = False,
     ref_scale: float | None = None,
     one_call: bool = False,
-    memory: Literal["exact", "lean"] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""PROFIT: proximal fine-tuning around a converged model.
 
@@ -429,11 +426,6 @@ def profit(
         forward pass has side effects (batch-norm statistics, RNG streams) that
         should only see real parameters; prefer alternating mode to keep an
         unmodified training loop and one gradient per step.
-      memory: deprecated. ``"lean"`` returns
-        ``profit_lean(optimizer, projection=..., ref_scale=...)`` (with that
-        function's own default ``ref_scale`` when ``ref_scale`` is ``None``) and
-        warns; ``"exact"`` is what ``profit`` always does. Call
-        :func:`~profit_optax.profit_lean` instead.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -450,11 +442,6 @@ def profit(
       Tuning <https://arxiv.org/abs/2412.01930>`_, NeurIPS 2025.
     """
     check_transformation(optimizer, "optimizer", "profit")
-    if memory is not None and _deprecated_memory_is_lean(
-        memory, reference_optimizer, n_ref, one_call
-    ):
-        lean_scale = lean.DEFAULT_LEAN_REF_SCALE if ref_scale is None else ref_scale
-        return lean.profit_lean(optimizer, projection=projection, ref_scale=lean_scale)
     auto_ref = reference_optimizer is None
     if ref_scale is None:
         ref_scale = DEFAULT_REF_SCALE
@@ -492,23 +479,3 @@ def profit(
         return _alternating_update(cfg, updates, state, params)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _deprecated_memory_is_lean(
-    memory: str, reference_optimizer: Any, n_ref: int, one_call: bool
-) -> bool:
-    """Checks the deprecated ``memory`` argument and warns; True for ``"lean"``."""
-    if memory not in ("exact", "lean"):
-        raise ValueError(f"profit: `memory` must be 'exact' or 'lean', got {memory!r}.")
-    warnings.warn(
-        "profit(memory=...) is deprecated and will be removed: profit() is always the exact "
-        "Algorithm 1; for the memory-lean mode call profit_optax.profit_lean(optimizer).",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    if memory == "lean" and (reference_optimizer is not None or n_ref != 1 or one_call):
-        raise ValueError(
-            "profit(memory='lean') reads Δ off the main optimizer's momentum: it takes no "
-            "reference optimizer, n_ref=1 and one_call=False."
-        )
-    return memory == "lean"

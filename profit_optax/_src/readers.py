@@ -1,9 +1,10 @@
-"""Reading PROFIT's state: the model θ_ref, the diagnostics, the state inside a chain.
+"""Reading PROFIT's state: the model θ_ref (:func:`ref_params`) and the diagnostics.
 
-The readers accept the state of :func:`~profit_optax.profit` and of
+The two public readers accept the state of :func:`~profit_optax.profit` and of
 :func:`~profit_optax.profit_lean`, bare or inside any optimizer state that
 contains exactly one (``optax.chain``, ``optax.inject_hyperparams``,
-``optax.MultiSteps``, ``flax.nnx.Optimizer``, ...).
+``optax.MultiSteps``, ``flax.nnx.Optimizer``, ...). :func:`find_state` finds
+that state (used by the tests).
 """
 
 from __future__ import annotations
@@ -19,13 +20,7 @@ from profit_optax._src.lean import FirstMomentFn, ProfitLeanState, displacement,
 from profit_optax._src.numerics import to_acc
 from profit_optax._src.profit import ProfitState
 
-__all__ = [
-    "diagnostics",
-    "find_profit_lean_state",
-    "find_profit_state",
-    "lean_ref_params",
-    "ref_params",
-]
+__all__ = ["diagnostics", "find_state", "ref_params"]
 
 
 def _unwrap(tree: Any) -> Any:
@@ -46,8 +41,14 @@ def _contains(opt_state: Any, kind: type) -> bool:
     return any(isinstance(x, kind) for x in leaves)
 
 
-def _find_unique(opt_state: Any, kind: type) -> Any:
-    """The unique node of type ``kind`` inside ``opt_state`` (ValueError otherwise)."""
+def find_state(opt_state: Any, kind: type) -> Any:
+    """The unique node of type ``kind`` (:class:`~profit_optax.ProfitState` or
+    :class:`~profit_optax.ProfitLeanState`) inside ``opt_state``: the state itself or the
+    state of a transformation containing it (``optax.chain``, ``optax.MultiSteps``, ...).
+
+    Raises:
+      ValueError: if there is none or more than one.
+    """
     is_kind = lambda x: isinstance(x, kind)
     found = [x for x in jax.tree.leaves(opt_state, is_leaf=is_kind) if is_kind(x)]
     if len(found) != 1:
@@ -57,36 +58,33 @@ def _find_unique(opt_state: Any, kind: type) -> Any:
     return found[0]
 
 
-def find_profit_state(opt_state: Any) -> ProfitState:
-    """Returns the unique :class:`~profit_optax.ProfitState` inside ``opt_state``.
-
-    Works on a bare PROFIT state and on states of transformations that contain
-    one (``optax.chain``, ``optax.inject_hyperparams``, ``optax.MultiSteps``,
-    ``optax.apply_if_finite``, ...).
-
-    Raises:
-      ValueError: if there is no PROFIT state or more than one.
-    """
-    return _find_unique(opt_state, ProfitState)
+def _profit_state(opt_state: Any) -> ProfitState | ProfitLeanState:
+    """The unique PROFIT state, exact or lean, inside ``opt_state`` (unwrapped)."""
+    opt_state = _unwrap(opt_state)
+    kind = ProfitLeanState if _contains(opt_state, ProfitLeanState) else ProfitState
+    return find_state(opt_state, kind)
 
 
-def find_profit_lean_state(opt_state: Any) -> ProfitLeanState:
-    """Returns the unique :class:`~profit_optax.ProfitLeanState` inside ``opt_state``.
-
-    Raises:
-      ValueError: if there is none or more than one.
-    """
-    return _find_unique(opt_state, ProfitLeanState)
-
-
-def ref_params(params: optax.Params, opt_state: Any) -> optax.Params:
+def ref_params(
+    params: optax.Params, opt_state: Any, *, first_moment: FirstMomentFn | None = None
+) -> optax.Params:
     """The fine-tuned model's parameters θ_ref, also in the middle of a cycle.
 
-    After a main call (``count == 0``) these are ``params`` themselves; after a
-    reference call they are the stored θ_ref (exactly the parameters the cycle
-    started from). With a :func:`~profit_optax.profit_lean` state: θ_ref
-    recovered from the momentum, as :func:`lean_ref_params` does. Use them for
-    evaluation, logging and checkpoints.
+    The parameters held between calls are not always the model: after a
+    reference call of :func:`~profit_optax.profit` they are the probe point θ',
+    and with :func:`~profit_optax.profit_lean` they always are (once its momentum
+    is non-zero). Evaluate, log and export ``ref_params(params, opt_state)``:
+
+    * :func:`~profit_optax.profit`: after a main call (``count == 0``) and in
+      one-call mode, ``params`` themselves; after a reference call, the stored
+      θ_ref (exactly the parameters the cycle started from).
+    * :func:`~profit_optax.profit_lean`: θ_ref = params − Δ(m, s), recovered
+      from the main optimizer's first moment m and the state's scale s (in the
+      parameters' dtypes).
+
+    ``params`` are always needed: at the start of a cycle the exact mode's θ_ref
+    *is* the held parameters (its buffer is stale then), and the lean mode keeps
+    no θ_ref at all. Jittable.
 
     Examples:
       >>> import jax.numpy as jnp, optax, profit_optax
@@ -99,46 +97,35 @@ def ref_params(params: optax.Params, opt_state: Any) -> optax.Params:
       (Array([0.99, 0.99], dtype=float32), Array([1., 1.], dtype=float32))
 
     Args:
-      params: the current parameters.
-      opt_state: the PROFIT state (exact or lean), or an optimizer state
-        containing exactly one.
+      params: the current parameters (the ones passed to ``update``).
+      opt_state: the state of :func:`~profit_optax.profit` or
+        :func:`~profit_optax.profit_lean`, or an optimizer state containing
+        exactly one (``optax.chain``, ``optax.MultiSteps``,
+        ``flax.nnx.Optimizer``, ...).
+      first_moment: with a :func:`~profit_optax.profit_lean` state, the same
+        ``first_moment`` function passed to it, if any.
 
     Returns:
       A tree like ``params``.
+
+    Raises:
+      ValueError: if ``opt_state`` holds no PROFIT state or more than one, or for
+        ``first_moment`` with an exact PROFIT state.
     """
-    params, opt_state = _unwrap(params), _unwrap(opt_state)
-    if _contains(opt_state, ProfitLeanState):
-        return lean_ref_params(params, opt_state)
-    state = find_profit_state(opt_state)
+    params = _unwrap(params)
+    state = _profit_state(opt_state)
+    if isinstance(state, ProfitLeanState):
+        delta = displacement(moment_fn(first_moment)(state.main_state, params), state.scale)
+        return jax.tree.map(lambda p, d: (to_acc(p) - d).astype(p.dtype), params, delta)
+    if first_moment is not None:
+        raise ValueError(
+            "ref_params: `first_moment` applies to profit_lean states only; this is a "
+            "profit (exact) state, which stores θ_ref."
+        )
     if state.theta_ref is None:  # one-call mode: params are always θ_ref
         return params
     mid_cycle = state.count > 0
     return jax.tree.map(lambda p, r: jnp.where(mid_cycle, r, p), params, state.theta_ref)
-
-
-def lean_ref_params(
-    params: optax.Params, opt_state: Any, *, first_moment: FirstMomentFn | None = None
-) -> optax.Params:
-    """The model θ_ref = params − Δ(m, s) of a :func:`~profit_optax.profit_lean` run.
-
-    The counterpart of :func:`ref_params` for the lean mode (which
-    :func:`ref_params` calls), with the ``first_moment`` argument: the parameters
-    held between calls are the probe point θ'; evaluate, log and export these
-    instead. Jittable; returns a tree like ``params`` (same dtypes).
-
-    Args:
-      params: the current parameters (the probe point).
-      opt_state: the :class:`~profit_optax.ProfitLeanState`, or a state
-        containing exactly one.
-      first_moment: the same function passed to :func:`~profit_optax.profit_lean`,
-        if any.
-
-    Returns:
-      A tree like ``params``.
-    """
-    state = find_profit_lean_state(opt_state)
-    delta = displacement(moment_fn(first_moment)(state.main_state, params), state.scale)
-    return jax.tree.map(lambda p, d: (to_acc(p) - d).astype(p.dtype), params, delta)
 
 
 def diagnostics(opt_state: Any) -> dict[str, jax.Array]:
@@ -162,7 +149,4 @@ def diagnostics(opt_state: Any) -> dict[str, jax.Array]:
     Returns:
       A dict with the fields of :class:`~profit_optax.ProfitDiagnostics`.
     """
-    opt_state = _unwrap(opt_state)
-    if _contains(opt_state, ProfitLeanState):
-        return find_profit_lean_state(opt_state).diagnostics._asdict()
-    return find_profit_state(opt_state).diagnostics._asdict()
+    return _profit_state(opt_state).diagnostics._asdict()

@@ -67,7 +67,7 @@ def warmup_then(
 
     Examples:
       >>> import jax.numpy as jnp, optax, profit_optax
-      >>> from profit_optax._src.warmup import warmup_then
+      >>> from profit_optax import warmup_then
       >>> tx = warmup_then(
       ...     optax.adamw(1e-3), profit_optax.profit(optax.adam(1e-3), optax.sgd(1e-5)), 2
       ... )
