@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 import profit_optax
+from experiments.data import text as T
 from experiments.lm import model as M
 
 TINY = M.LMConfig.named("tiny")
@@ -87,7 +88,8 @@ def test_loss_is_cross_entropy_in_nats():
     logits = forward(model, w[:, :-1])
     expected = optax.softmax_cross_entropy_with_integer_labels(logits, w[:, 1:]).mean()
     np.testing.assert_allclose(nnx.jit(M.next_byte_loss)(model, w), expected, rtol=1e-5)
-    assert M.nats_to_bits(np.log(256.0)) == pytest.approx(8.0)
+    bpb = T.bits_per_byte(logits, w[:, 1:])
+    np.testing.assert_allclose(T.nats_to_bits(expected), bpb, rtol=1e-5)
 
 
 def test_with_lora_starts_equal_to_its_base_and_copies_it():

@@ -450,6 +450,11 @@ def inputs_targets(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w[:, :-1], w[:, 1:]
 
 
+def nats_to_bits(nats):
+    """A cross-entropy per byte in nats (e.g. a mean training loss) -> bits per byte."""
+    return nats / math.log(2.0)
+
+
 def bits_per_byte(logits, targets):
     """Mean cross-entropy of next-byte ``logits`` ``[..., 256]`` against ``targets``, in bits.
 
@@ -465,7 +470,7 @@ def bits_per_byte(logits, targets):
         raise ValueError(f"logits {logits.shape} do not match targets {targets.shape}")
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return jnp.mean(nll) / math.log(2.0)
+    return nats_to_bits(jnp.mean(nll))
 
 
 def corpus_summary() -> dict[str, dict[str, int]]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -129,16 +128,12 @@ class TransformerLM(nnx.Module):
 
 
 def next_byte_loss(model: TransformerLM, windows: jax.Array) -> jax.Array:
-    """Mean next-byte cross-entropy (nats, float32) on ``[batch, context + 1]`` windows."""
+    """Mean next-byte cross-entropy (nats, float32) on ``[batch, context + 1]`` windows
+    (``experiments.data.text.nats_to_bits`` turns it into bits per byte)."""
     windows = jnp.asarray(windows, jnp.int32)
     logits = model(windows[:, :-1]).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.mean(jnp.take_along_axis(logp, windows[:, 1:, None], axis=-1))
-
-
-def nats_to_bits(nats: jax.Array | float) -> jax.Array | float:
-    """Cross-entropy per byte in nats -> bits per byte."""
-    return nats / math.log(2.0)
 
 
 @functools.lru_cache(maxsize=16)
