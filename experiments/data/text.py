@@ -175,7 +175,6 @@ def _read_testament(module_dir: Path, testament: str, kind: str) -> tuple[bytes,
     return bzv, blocks
 
 
-@functools.lru_cache(maxsize=8)
 def read_bible(translation: str, sword_dir: Path | str = SWORD_DIR) -> dict[str, list[Verse]]:
     """Every non-empty verse of a translation: OSIS book name -> [(chapter, verse, text)].
 
@@ -185,10 +184,15 @@ def read_bible(translation: str, sword_dir: Path | str = SWORD_DIR) -> dict[str,
     package when the module is not installed, ``ValueError`` for an unknown
     translation.
     """
+    return _read_bible(translation, str(Path(sword_dir)))
+
+
+@functools.lru_cache(maxsize=8)  # keyed by the path as a string: Path and str share entries
+def _read_bible(translation: str, sword_dir_str: str) -> dict[str, list[Verse]]:
+    sword_dir = Path(sword_dir_str)
     if translation not in BIBLES:
         raise ValueError(f"unknown translation {translation!r}; known: {sorted(BIBLES)}")
     module, package = BIBLES[translation]
-    sword_dir = Path(sword_dir)
     confs = [sword_dir / "mods.d" / f"{name}.conf" for name in (module, module.lower())]
     conf_path = next((c for c in confs if c.is_file()), confs[0])
     if not conf_path.is_file():
@@ -232,16 +236,21 @@ def read_bible(translation: str, sword_dir: Path | str = SWORD_DIR) -> dict[str,
     return out
 
 
-@functools.lru_cache(maxsize=2)
 def aligned_bibles(
     sword_dir: Path | str = SWORD_DIR,
 ) -> tuple[dict[str, list[Verse]], dict[str, list[Verse]]]:
     """(WEB, KJV) restricted to the verses both have: the same books, chapters and verses.
 
-    The two modules use different versifications (NRSVA, KJV); a handful of
-    verses exist in one only (e.g. 3 John 1:15) and are dropped, as are the
-    WEB's deuterocanonical books.
+    The two modules use different versifications (NRSVA, KJV); verses that one
+    of them lacks or leaves empty are dropped (7 in these modules, all KJV-only:
+    Luke 17:36, Acts 8:37, 15:34, 24:7, Romans 16:25-27, which the WEB omits or
+    places elsewhere), as are the WEB's deuterocanonical books.
     """
+    return _aligned_bibles(str(Path(sword_dir)))
+
+
+@functools.lru_cache(maxsize=2)
+def _aligned_bibles(sword_dir: str) -> tuple[dict[str, list[Verse]], dict[str, list[Verse]]]:
     web, kjv = read_bible("web", sword_dir), read_bible("kjv", sword_dir)
     out_web: dict[str, list[Verse]] = {}
     out_kjv: dict[str, list[Verse]] = {}
