@@ -15,11 +15,18 @@ fi
 echo "==> installing profit-optax[$1] into .venv"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[$1]"
-# Fashion-MNIST for the offline image experiments: Debian ships the original IDX
-# files; install them where apt is available (the tests skip, with a reason, otherwise).
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 \
-   && [ "$(id -u)" = 0 ]; then
-  echo "==> installing Debian's dataset-fashion-mnist"
-  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-    || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip" >&2
+# Offline corpora from Debian, installed where apt is available (the tests that need
+# them skip, with a reason, otherwise): Fashion-MNIST's original IDX files for the image
+# experiments; the World English and King James Bibles (SWORD zText modules) and the
+# Python 3.11 documentation sources for the language-model experiments.
+DEBIAN_DATA="dataset-fashion-mnist sword-text-web sword-text-kjv python3.11-doc"
+if { [ ! -d /usr/share/datasets/fashion-mnist ] \
+     || [ ! -d /usr/share/sword/modules/texts/ztext/engWEB2015eb ] \
+     || [ ! -d /usr/share/sword/modules/texts/ztext/engKJV2006eb ] \
+     || [ ! -d /usr/share/doc/python3.11/html/_sources ]; } \
+   && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "==> installing Debian's $DEBIAN_DATA"
+  # shellcheck disable=SC2086  # one word per package
+  (apt-get update -qq && apt-get install -y -qq $DEBIAN_DATA) >/dev/null 2>&1 \
+    || echo "warning: could not install $DEBIAN_DATA; the tests that need them will skip" >&2
 fi

@@ -1,0 +1,1 @@
+"""Language-model fine-tuning (issue 30): byte-level transformer, full and LoRA."""
