@@ -54,11 +54,10 @@ __all__ = [
     "profit",
     "profit_lean",
     "ref_params",
-    "registry",
     "warmup_then",
 ]
 
-_LAZY_SUBMODULES = ("registry",)
+_LAZY_SUBMODULES: tuple[str, ...] = ()
 
 
 def __getattr__(name: str) -> Any:

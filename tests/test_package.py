@@ -94,19 +94,20 @@ def test_cycle_finder_sees_imports_inside_functions(tmp_path):
     assert find_cycle(import_graph(pkg)) is None
 
 
-def test_import_loads_neither_the_registry_nor_the_benchmarks():
+def test_import_loads_neither_the_experiments_nor_the_benchmarks():
     code = (
         "import sys, profit_optax\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('profit_optax', 'benchmarks'))))\n"
-        "print(profit_optax.registry.__name__)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('profit_optax', 'benchmarks', "
+        "'experiments'))))\n"
+        "print(hasattr(profit_optax, 'registry'))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout.splitlines()
     loaded = ast.literal_eval(out[0])
-    assert "profit_optax.registry" not in loaded and "profit_optax._src.profit" in loaded
-    assert not any(m.startswith("benchmarks") for m in loaded), loaded
-    assert out[1] == "profit_optax.registry"  # loaded on first use
+    assert "profit_optax._src.profit" in loaded
+    assert not any(m.startswith(("benchmarks", "experiments")) for m in loaded), loaded
+    assert out[1] == "False"  # the experiments' table of methods is experiments.methods
 
 
 def test_public_names_resolve():

@@ -9,11 +9,11 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
+from experiments import methods as registry
 from experiments.common import checkpoint, results, transfer
 from experiments.common.train import Trainer, train
 from experiments.vit.configs import cifar10_to_cifar100_vit_tiny
 from experiments.vit.main import build_model
-from profit_optax import registry
 
 
 def regression_problem():

@@ -36,7 +36,7 @@ def test_budget_is_a_multiple_of_every_period():
         for n_ref in cfg.ablation.n_refs:
             assert ft.budget % (n_ref + 1) == 0 and every % (n_ref + 1) == 0
         assert set(config.CLASS_SPLIT_METHODS) == set(cfg.methods)
-    from profit_optax import registry
+    from experiments import methods as registry
 
     for mode in ("shift_rotate", "shift_noise", "maintenance"):  # every registry method
         assert set(config.get_config(mode).methods) == set(registry.available_methods())

@@ -79,7 +79,7 @@ def test_model_layer_names_match_the_mask_helpers():
 @pytest.mark.slow
 def test_quick_run_end_to_end_writes_all_outputs(tmp_path):
     """The command line: the quick config, a ``--config.`` override, every output file."""
-    from profit_optax import registry
+    from experiments import methods as registry
 
     out = tmp_path / "toy2d"
     cmd = [

@@ -77,7 +77,7 @@ def transfer_config() -> ml_collections.ConfigDict:
         multiple of every method's period; 0: only at the end).
       finetune.seeds: seeds; each sets the batch order and the augmentation,
         identically for all methods (the new head is zero-initialised).
-      finetune.methods: label -> hparams for ``profit_optax.registry.make_method``
+      finetune.methods: label -> hparams for ``experiments.methods.make_method``
         (``method`` names the registry method when it differs from the label).
       finetune.only: comma-separated labels to run (empty: all).
       eval_batch_size: batch size of test-set evaluation.

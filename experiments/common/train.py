@@ -1,6 +1,6 @@
 """A jitted training loop that is generic over a registry ``Method``.
 
-A ``Method`` (``profit_optax.registry.Method``) bundles an Optax transformation
+A ``Method`` (``experiments.methods.Method``) bundles an Optax transformation
 with how the loop stores parameters. One update call is::
 
     params = method.grad_params(stored)            # where the gradient is taken
@@ -42,7 +42,7 @@ EvalFn = Callable[[PyTree], dict[str, float]]
 
 
 class MethodLike(Protocol):
-    """The subset of ``profit_optax.registry.Method`` that the training loops use."""
+    """The subset of ``experiments.methods.Method`` that the training loops use."""
 
     name: str
     tx: optax.GradientTransformation

@@ -268,7 +268,7 @@ def pretrain(
     eval_fn = lambda p: {
         "old_acc": evaluate(p, eval_batches(data.old_test, config.eval_batch_size))["accuracy"]
     }
-    from profit_optax import registry
+    from experiments import methods as registry
 
     result = train(
         registry.plain_method("pretrain_adamw", pretrain_optimizer(cfg)),
@@ -300,8 +300,8 @@ def pretrain(
 
 
 def default_method_factory() -> MethodFactory:
-    """``profit_optax.registry.make_method`` (imported lazily)."""
-    from profit_optax import registry
+    """``experiments.methods.make_method`` (imported lazily)."""
+    from experiments import methods as registry
 
     return registry.make_method
 

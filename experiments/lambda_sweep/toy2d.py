@@ -63,8 +63,8 @@ def make_runner(cfg, methods, seeds, progress: bool = False, dtype: Any = None):
     parameters are cast to it before fine-tuning, so the whole fine-tuning (optimizer
     states, Δ, the model's computation) runs in that precision from the same models.
     """
+    from experiments.methods import make_method
     from profit_optax import diagnostics, masks
-    from profit_optax.registry import make_method
 
     model = MLP(cfg.model.hidden)
     seeds = list(seeds)

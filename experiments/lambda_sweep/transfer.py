@@ -70,8 +70,8 @@ def make_runner(
     are cast to it before fine-tuning and evaluation (the models compute in their
     parameters' dtype), so fine-tuning runs in that precision from the same checkpoint.
     """
+    from experiments.methods import make_method
     from profit_optax import diagnostics
-    from profit_optax.registry import make_method
 
     t0 = time.perf_counter()
     data = transfer.load_transfer_data(config)

@@ -123,7 +123,7 @@ class Suite:
         Returns ``(method, calls, schedule_steps)``; ``calls`` defaults to the
         "grads" budget.
         """
-        from profit_optax import registry
+        from experiments import methods as registry
 
         spec = self.cfg.methods[label]
         ft = self.cfg.finetune
@@ -148,7 +148,7 @@ class Suite:
         """A share of the run's calls (the main-steps view's longer runs warm up longer)."""
         if spec.method != "profit_warmup":
             return {}
-        from profit_optax import registry
+        from experiments import methods as registry
 
         return {
             "warmup_steps": registry.warmup_steps(

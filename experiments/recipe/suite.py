@@ -133,7 +133,7 @@ class Suite:
         params = transfer.init_params(old_model, d["old_train"], init_rng)
         evaluate = self._evaluator("old")
         bs = self.cfg.eval_batch_size
-        from profit_optax.registry import plain_method
+        from experiments.methods import plain_method
 
         result = train(
             plain_method("pretrain_adamw", transfer.pretrain_optimizer(cfg)),
@@ -193,7 +193,7 @@ class Suite:
     # --- fine-tuning -----------------------------------------------------------------
 
     def build(self, label: str, hparams: Mapping[str, Any]):
-        from profit_optax import registry
+        from experiments import methods as registry
 
         spec = self.cfg.methods[label] if label in self.cfg.methods else None
         method = spec.method if spec else label

@@ -19,7 +19,7 @@ from typing import Any
 
 import ml_collections
 
-# Hyperparameters passed to ``profit_optax.registry.make_method(name, params, **hparams)``; all
+# Hyperparameters passed to ``experiments.methods.make_method(name, params, **hparams)``; all
 # others are the registry's defaults. Selected by ``python -m experiments.toy2d.sweep`` (grids
 # below, tuning seeds 100 and 101, lowest mean new-task validation MSE); the sweep's full output
 # is committed in ``experiments/results/toy2d/sweep/``.

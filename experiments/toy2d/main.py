@@ -31,7 +31,7 @@ HIGHLIGHT = ("adam", "head_only", "profit")
 
 
 def _default_make_method() -> MakeMethod:
-    from profit_optax import registry
+    from experiments import methods as registry
 
     return registry.make_method
 
@@ -71,7 +71,7 @@ def run(
       out_dir: output directory (created).
       methods: subset of ``cfg.methods`` to run (default: all, in ``cfg.methods`` order).
       make_method: ``make_method(name, params, *, head_mask, embed_mask, **hparams)``; defaults
-        to :func:`profit_optax.registry.make_method`.
+        to :func:`experiments.methods.make_method`.
       masks_fn: builds the ``head_mask`` / ``embed_mask`` keyword arguments from the params.
       progress: show tqdm progress bars.
       command: the command line recorded in ``results.json`` (default: ``sys.argv``).
