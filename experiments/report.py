@@ -1,6 +1,6 @@
-"""Rewrites the README's result tables from the committed results files.
+"""Rewrites the documents' result tables from the committed results files.
 
-Every experiment table in ``README.md`` sits between markers::
+Every experiment table in the documents of :data:`DOCUMENTS` sits between markers::
 
     <!-- report:NAME -->
     ...generated...
@@ -8,16 +8,17 @@ Every experiment table in ``README.md`` sits between markers::
 
 and is rendered by this module from a committed ``results.json`` (never typed
 by hand). ``python -m experiments.report`` rewrites the blocks in place, the cross-task figure
-``experiments/results/verdict_diagnostics.png`` and each recipe suite's ``results.md`` (a
+``experiments/results/verdict_diagnostics.png`` and each suite's ``results.md`` (a
 rendering of its ``results.json``); ``--check`` exits with status 1 and names the stale
 blocks and files instead.
-``tests/test_report.py`` runs the check, so the README cannot drift from the
+``tests/test_report.py`` runs the check, so the documents cannot drift from the
 files.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -30,27 +31,22 @@ from experiments.common import results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
+#: The documents whose ``report:`` blocks are generated (any block from any renderer).
+DOCUMENTS = (ROOT / "README.md",)
 
 
 def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _paper_toy(root: Path) -> dict[str, str]:
-    from experiments.paper_toy import report
-
-    res = _load(root / "paper_toy" / "results.json")
-    return report.tables(res) if res else {}
-
-
-def _recipe(kind: str) -> Callable[[Path], dict[str, str]]:
-    def render(root: Path) -> dict[str, str]:
-        from experiments.recipe import report
-
-        res = _load(root / f"recipe_{kind}" / "results.json")
-        return report.tables(res, f"recipe_{kind}") if res else {}
-
-    return render
+def _suites(root: Path) -> dict[str, str]:
+    """Every suite's blocks, named ``<results folder>_<table>``."""
+    out: dict[str, str] = {}
+    for folder, module, _, _ in verdict.SUITES:
+        res = _load(root / folder / "results.json")
+        if res is not None:
+            out.update(importlib.import_module(module).blocks(res, folder))
+    return out
 
 
 def _verdict(root: Path) -> dict[str, str]:
@@ -74,12 +70,7 @@ def _cost(root: Path) -> dict[str, str]:
     return {"cost": update_cost.readme_table(res)} if res else {}
 
 
-RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (
-    _paper_toy,
-    *(_recipe(mode) for mode, _, _ in verdict.RECIPE_SUITES),
-    _verdict,
-    _cost,
-)
+RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (_suites, _verdict, _cost)
 
 _BLOCK = re.compile(
     r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S
@@ -95,18 +86,15 @@ def render_all(root: Path = RESULTS) -> dict[str, str]:
 
 
 def stale_markdown(root: Path = RESULTS) -> dict[Path, str]:
-    """Each recipe suite's ``results.md`` that differs from its rendering from the suite's
-    ``results.json``, with the rendering (the file is a view of the JSON, like the README's
-    blocks)."""
-    from experiments.recipe import report as recipe_report
-
+    """Each suite's ``results.md`` that differs from its rendering from the suite's
+    ``results.json``, with the rendering (the file is a view of the JSON, like the blocks)."""
     out = {}
-    for mode, _, _ in verdict.RECIPE_SUITES:
-        res = _load(root / f"recipe_{mode}" / "results.json")
+    for folder, module, _, _ in verdict.SUITES:
+        res = _load(root / folder / "results.json")
         if res is None:
             continue
-        path = root / f"recipe_{mode}" / "results.md"
-        text = recipe_report.markdown(res, f"recipe_{mode}")
+        path = root / folder / "results.md"
+        text = importlib.import_module(module).markdown(res, folder)
         if not path.exists() or path.read_text() != text:
             out[path] = text
     return out
@@ -123,7 +111,7 @@ def rewrite(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
     def sub(m: re.Match[str]) -> str:
         name = m["name"]
         if name not in blocks:
-            raise KeyError(f"README block {name!r} has no results file to render it from")
+            raise KeyError(f"block {name!r} has no results file to render it from")
         body = blocks[name].rstrip("\n") + "\n"
         if body != m["body"]:
             changed.append(name)
@@ -134,23 +122,31 @@ def rewrite(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument(
+        "--document", type=Path, action="append", help="rewrite only these (default DOCUMENTS)"
+    )
     parser.add_argument("--check", action="store_true", help="only report stale blocks")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    new, changed = rewrite(text, render_all())
+    blocks = render_all()
+    stale: dict[Path, tuple[str, list[str]]] = {}
+    for document in args.document or DOCUMENTS:
+        new, changed = rewrite(document.read_text(), blocks)
+        if changed:
+            stale[document] = (new, changed)
     markdown = stale_markdown()
     if args.check:
-        if changed:
-            print(f"stale README blocks: {changed}; run python -m experiments.report")
+        for document, (_, changed) in stale.items():
+            print(f"stale blocks in {document}: {changed}; run python -m experiments.report")
         if markdown:
             print(
                 f"stale results.md: {sorted(map(str, markdown))}; run python -m experiments.report"
             )
-        return 1 if changed or markdown else 0
-    if changed:
-        args.readme.write_text(new)
-    print(f"rewrote {changed}" if changed else "README blocks are current")
+        return 1 if stale or markdown else 0
+    for document, (new, changed) in stale.items():
+        document.write_text(new)
+        print(f"rewrote {changed} in {document}")
+    if not stale:
+        print("generated blocks are current")
     for path, body in markdown.items():
         results.write_text_atomic(path, body)
         print(f"rewrote {path}")
