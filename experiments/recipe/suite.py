@@ -52,7 +52,7 @@ def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int):
         from experiments.mlp.model import MLP
 
         return MLP(num_classes=num_classes, hidden=tuple(model_cfg.hidden))
-    from experiments.vit.model import build_model as vit  # not .main: it defines flags
+    from experiments.vit.model import build_model as vit
 
     return vit(model_cfg, num_classes)
 
@@ -182,6 +182,10 @@ class Suite(framework.Suite):
 
     @functools.cached_property
     def pretrained(self) -> Any:
+        if jax.process_count() > 1:  # process 0 writes the parameters: wait for it
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("pretrained parameters")
         path = self._params_path()
         if not path.exists():  # only the JSON records of a cache are committed
             self._pretrain()
