@@ -17,10 +17,8 @@ equal compute budgets; budgets must be multiples of ``method.period``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 import jax
@@ -127,17 +125,6 @@ class DataParallel:
         rows = distributed.process_batch_rows(self.mesh, self.axis, size)
         local = {k: np.asarray(v)[rows] for k, v in batch.items()}
         return distributed.global_batch(local, self.mesh, self.axis, size)
-
-    def restore(self, path: str | os.PathLike[str], like: PyTree) -> PyTree:
-        """Restores an Orbax checkpoint of ``like``'s structure as replicated global arrays."""
-        import orbax.checkpoint as ocp
-
-        sharding = self.replicated
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), like
-        )
-        with ocp.StandardCheckpointer() as checkpointer:
-            return checkpointer.restore(Path(path).absolute(), abstract)
 
 
 #: state_metrics(opt_state) -> dict of scalars logged with the train metrics (e.g. PROFIT's
