@@ -94,7 +94,7 @@ def stale_markdown(root: Path = RESULTS) -> dict[Path, str]:
         if res is None:
             continue
         path = root / folder / "results.md"
-        text = importlib.import_module(module).markdown(res, folder)
+        text = importlib.import_module(module).page(res, folder)
         if not path.exists() or path.read_text() != text:
             out[path] = text
     return out

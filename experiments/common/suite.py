@@ -32,6 +32,16 @@ The results dict (written as ``results.json`` by :mod:`experiments.common.suite_
 Every run's record has ``val`` and ``test`` (``{"old", "new"}``), ``curve`` (points
 with ``step``, ``val_old``, ``val_new``, and PROFIT's logged diagnostics) and
 ``calls``.
+
+Adding a suite (``experiments/<suite>/``): a config (``name``, ``methods``: label ->
+``{method, fixed, grid}``, ``finetune.budget`` and ``curve_points``, ``seeds``,
+``tuning_seeds``, ``max_grid_widening``, optionally ``n_ref_grid`` and
+``main_steps_rows``); a :class:`Suite` subclass with its :class:`Metric`, data, model,
+pretraining and fine-tuning run; a ``main.py`` calling
+:func:`experiments.common.suite_cli.main`; and a line in ``experiments.verdict.SUITES``
+naming its results folder and report module (:mod:`experiments.common.tables` when it
+has no tables of its own). Tuning, the budget views, the comparison, the results file,
+the tables, the verdict rows and the multi-process and sharded command line come with it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ The tables every suite has, formatted by the metric the results file records
 (``res["metric"]``: accuracy in %, MSE, ...): every method at its tuned point
 (:func:`tuned_table`) and every compared row against the best baseline
 (:func:`comparison_table`); the page (:func:`markdown`) and the figures (:func:`plot`).
-A suite's report module adds its own tables (beside its paper, ablations).
+A suite's report module adds its own tables (beside its paper, ablations); a suite without
+tables of its own uses this module as its report module (:func:`blocks`, :func:`page`,
+:func:`plot`: the interface :mod:`experiments.report` calls).
 """
 
 from __future__ import annotations
@@ -148,6 +150,22 @@ def markdown(
         parts += [f"## {titles[name]}", "", body, ""]
     parts.append(results.provenance(res))
     return "\n".join(parts) + "\n"
+
+
+def blocks(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
+    """The tables every suite has, named ``<prefix>_tuned`` and ``<prefix>_vs_best``."""
+    if not res["selection"]:  # no tuning (a demo): nothing to compare
+        return {}
+    return {f"{prefix}_tuned": tuned_table(res), f"{prefix}_vs_best": comparison_table(res)}
+
+
+def page(res: Mapping[str, Any], prefix: str) -> str:
+    """``results.md`` of a suite without tables of its own."""
+    titles = {
+        f"{prefix}_tuned": "Every method at its own learning rate",
+        f"{prefix}_vs_best": "PROFIT against the best baseline",
+    }
+    return markdown(res, blocks(res, prefix), titles)
 
 
 #: PROFIT's diagnostics as logged along training (curve key, label in tables and figures).

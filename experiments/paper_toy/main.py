@@ -17,7 +17,7 @@ CONFIG_FILE = "experiments/paper_toy/config.py"
 
 def write_outputs(res: dict[str, Any], out: Path) -> Path:
     report.plot(res, out)
-    return results.write_text_atomic(out / "results.md", report.markdown(res, "paper_toy"))
+    return results.write_text_atomic(out / "results.md", report.page(res, "paper_toy"))
 
 
 def main() -> None:

@@ -148,7 +148,7 @@ def blocks(res: Mapping[str, Any], prefix: str = "paper_toy") -> dict[str, str]:
     return out
 
 
-def markdown(res: Mapping[str, Any], prefix: str = "paper_toy") -> str:
+def page(res: Mapping[str, Any], prefix: str = "paper_toy") -> str:
     titles = {f"{prefix}_{k}": v for k, v in TITLES.items()}
     return tables.markdown(res, blocks(res, prefix), titles)
 

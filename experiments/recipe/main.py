@@ -18,7 +18,7 @@ CONFIG_FILE = "experiments/recipe/config.py"
 def write_outputs(res: dict[str, Any], out: Path) -> Path:
     report.plot(res, out)
     return results.write_text_atomic(
-        out / "results.md", report.markdown(res, f"recipe_{res['config']['mode']}")
+        out / "results.md", report.page(res, f"recipe_{res['config']['mode']}")
     )
 
 

@@ -163,7 +163,7 @@ TITLES = {
 }
 
 
-def markdown(res: Mapping[str, Any], prefix: str) -> str:
+def page(res: Mapping[str, Any], prefix: str) -> str:
     """The suite's ``results.md``: the pretraining curve, every table, the provenance."""
     pre = res["pretrained"]
     hist = pre["history"]
