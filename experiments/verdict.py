@@ -177,6 +177,8 @@ def table(root: Path) -> str:
         d = r["diff"]
         cells = [
             f"{s * d[k]['mean']:+.3g} [{s * d[k]['lo']:+.3g}, {s * d[k]['hi']:+.3g}]"
+            if d[k]["n"] > 1
+            else f"{s * d[k]['mean']:+.3g}"
             for k in protocol.METRICS
         ]
         profit = f"`{r['profit']}`" + (f" ({r['profit_hparams']})" if r["profit_hparams"] else "")

@@ -67,3 +67,12 @@ def test_a_suite_without_tables_of_its_own_renders_the_common_ones():
     assert list(blocks) == ["x_tuned", "x_vs_best"]
     assert blocks["x_vs_best"] in tables.page(res, "x")
     assert tables.blocks({**res, "selection": {}}, "x") == {}  # a demo: nothing to compare
+
+
+def test_a_difference_without_interval_shows_its_mean_only():
+    from experiments.common import tables
+    from experiments.recipe.suite import METRIC
+
+    res = {"metric": METRIC.to_json()}
+    assert tables.interval(res, {"mean": 0.01, "lo": -0.02, "hi": 0.04}) == "+1.00 [-2.00, +4.00]"
+    assert tables.interval(res, {"mean": 0.01, "lo": None, "hi": None}) == "+1.00"  # one seed

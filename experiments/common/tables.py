@@ -49,10 +49,13 @@ def cells(res: Mapping[str, Any], summary: Mapping[str, Any], keys=("old", "new"
     return [value(res, summary[f"test_{k}_mean"], summary[f"test_{k}_se"]) for k in keys]
 
 
-def interval(res: Mapping[str, Any], d: Mapping[str, float]) -> str:
-    """A paired difference as ``mean [lo, hi]`` in the metric's display unit."""
+def interval(res: Mapping[str, Any], d: Mapping[str, Any]) -> str:
+    """A paired difference as ``mean [lo, hi]`` in the metric's display unit (the mean alone
+    when there is no interval: one seed)."""
     m = res["metric"]
     s, n = m["scale"], m["digits"]
+    if _missing(d["lo"]) or _missing(d["hi"]):  # one seed: no interval
+        return f"{s * d['mean']:+.{n}f}"
     return f"{s * d['mean']:+.{n}f} [{s * d['lo']:+.{n}f}, {s * d['hi']:+.{n}f}]"
 
 
