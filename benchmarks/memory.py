@@ -1,6 +1,6 @@
 """Memory: optimizer-state bytes per parameter, and the compiled training step's memory.
 
-1. ``profit_optax.registry.memory_table`` for every registered method on the
+1. ``experiments.methods.memory_table`` for every registered method on the
    ViT-Ti/4 parameter tree (shapes only, nothing allocated), plus
    ``registry.state_bytes_per_param`` for the PROFIT variants of the update
    benchmark and PROFIT's one-call mode; the "extra copies" column is the
@@ -26,7 +26,8 @@ from benchmarks import hlo
 from benchmarks import update_cost as U
 from benchmarks.models import WORKLOADS, make_workload
 from benchmarks.step_cost import make_train_step
-from profit_optax import masks, registry
+from experiments import methods as registry
+from profit_optax import masks
 
 LR = 1e-4
 

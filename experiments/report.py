@@ -8,7 +8,7 @@ Every experiment table in the files of :data:`DOCUMENTS` sits between markers::
 
 and is rendered by this module from a committed ``results.json`` (never typed
 by hand). ``python -m experiments.report`` rewrites the blocks in place, the cross-task figure
-``experiments/results/verdict_diagnostics.png`` and each recipe suite's ``results.md`` (a
+``experiments/results/verdict_diagnostics.png`` and each suite's ``results.md`` (a
 rendering of its ``results.json``); ``--check`` exits with status 1 and names the stale
 blocks and files instead. Links in a rendered block are relative to the repository root;
 each is written relative to the file that holds the block.
@@ -19,6 +19,7 @@ files.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -38,21 +39,14 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _paper_toy(root: Path) -> dict[str, str]:
-    from experiments.paper_toy import report
-
-    res = _load(root / "paper_toy" / "results.json")
-    return report.tables(res) if res else {}
-
-
-def _recipe(kind: str) -> Callable[[Path], dict[str, str]]:
-    def render(root: Path) -> dict[str, str]:
-        from experiments.recipe import report
-
-        res = _load(root / f"recipe_{kind}" / "results.json")
-        return report.tables(res, f"recipe_{kind}") if res else {}
-
-    return render
+def _suites(root: Path) -> dict[str, str]:
+    """Every suite's blocks, named ``<results folder>_<table>``."""
+    out: dict[str, str] = {}
+    for folder, module, _, _ in verdict.SUITES:
+        res = _load(root / folder / "results.json")
+        if res is not None:
+            out.update(importlib.import_module(module).blocks(res, folder))
+    return out
 
 
 def _verdict(root: Path) -> dict[str, str]:
@@ -80,12 +74,7 @@ def _cost(root: Path) -> dict[str, str]:
     return {"cost": update_cost.readme_table(res)} if res else {}
 
 
-RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (
-    _paper_toy,
-    *(_recipe(mode) for mode, _, _ in verdict.RECIPE_SUITES),
-    _verdict,
-    _cost,
-)
+RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (_suites, _verdict, _cost)
 
 _BLOCK = re.compile(
     r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S
@@ -116,18 +105,15 @@ def render_all(root: Path = RESULTS) -> dict[str, str]:
 
 
 def stale_markdown(root: Path = RESULTS) -> dict[Path, str]:
-    """Each recipe suite's ``results.md`` that differs from its rendering from the suite's
-    ``results.json``, with the rendering (the file is a view of the JSON, like the README's
-    blocks)."""
-    from experiments.recipe import report as recipe_report
-
+    """Each suite's ``results.md`` that differs from its rendering from the suite's
+    ``results.json``, with the rendering (the file is a view of the JSON, like the blocks)."""
     out = {}
-    for mode, _, _ in verdict.RECIPE_SUITES:
-        res = _load(root / f"recipe_{mode}" / "results.json")
+    for folder, module, _, _ in verdict.SUITES:
+        res = _load(root / folder / "results.json")
         if res is None:
             continue
-        path = root / f"recipe_{mode}" / "results.md"
-        text = recipe_report.markdown(res, f"recipe_{mode}")
+        path = root / folder / "results.md"
+        text = importlib.import_module(module).page(res, folder)
         if not path.exists() or path.read_text() != text:
             out[path] = text
     return out

@@ -1,19 +1,20 @@
 """The verdict table: for every task, PROFIT's best configuration against the best baseline.
 
-One row per task × model, read from the committed results files only:
+One row per task × model (and budget view), read from the committed results files of the
+suites (:data:`SUITES`, all in the one schema of :mod:`experiments.common.suite`):
 
 * the best baseline: the non-PROFIT method with the best validation score;
-* PROFIT's best configuration: the PROFIT row with the best validation score (on the
-  class split, plain PROFIT and PROFIT with warm-up are separate rows, as the paper
-  prescribes the warm-up for that non-proximal case);
+* PROFIT's best configuration: the PROFIT row with the best validation score (where the
+  task is non-proximal, a new head, plain PROFIT and PROFIT with warm-up are separate
+  rows, as the paper prescribes the warm-up for that case); at equal main steps, the
+  best of those with a ``@main`` row;
 * the paired difference PROFIT − baseline over the reporting seeds on the old metric,
   the new metric and their mean, each with its 95% Student-t interval, signed so that
   positive is better for PROFIT;
 * a word from the mean's interval: *better* or *worse* when it excludes 0, else *no
   different*;
-* for the recipe suites, whether the best baseline had plateaued within the budget (the
-  suite's plateau check); a row where it had not is marked, since a longer budget may
-  change it.
+* whether the best baseline had plateaued within the budget (the suite's plateau check,
+  where it has one); a row where it had not is marked, since a longer budget may change it.
 
 Rendered into docs/results.md by ``python -m experiments.report`` (block ``verdict``; with it
 ``verdict_diagnostics``, PROFIT's diagnostics per task, and ``verdict_figures``, an index of
@@ -23,7 +24,6 @@ README (block ``verdict_summary``).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,205 +31,104 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import protocol, results
+from experiments.common import protocol, results, tables
+
+#: Every committed suite: (results folder under experiments/results, report module, task,
+#: model). Each folder holds the suite's ``results.json``, ``results.md`` and figures.
+SUITES = (
+    ("paper_toy", "experiments.paper_toy.report", "paper toy", "2-500-500-1 MLP"),
+    ("recipe_mlp", "experiments.recipe.report", "class split 0-4 → 5-9", "MLP"),
+    ("recipe_vit", "experiments.recipe.report", "class split 0-4 → 5-9", "ViT-mini"),
+    ("recipe_shift_rotate", "experiments.recipe.report", "covariate shift: rotation", "MLP"),
+    (
+        "recipe_vit_shift_rotate",
+        "experiments.recipe.report",
+        "covariate shift: rotation",
+        "ViT-mini",
+    ),
+    ("recipe_shift_noise", "experiments.recipe.report", "covariate shift: noise", "MLP"),
+    ("recipe_vit_shift_noise", "experiments.recipe.report", "covariate shift: noise", "ViT-mini"),
+    ("recipe_maintenance", "experiments.recipe.report", "maintenance (same distribution)", "MLP"),
+    (
+        "recipe_vit_maintenance",
+        "experiments.recipe.report",
+        "maintenance (same distribution)",
+        "ViT-mini",
+    ),
+)
+#: Task kinds where PROFIT with warm-up is its own verdict row (the paper's non-proximal case).
+SEPARATE_WARMUP = ("class_split",)
+#: Where ``experiments/results`` lies relative to the repository root, for the links (the
+#: report writes them relative to the file that holds the table).
+README_RESULTS = "experiments/results"
+#: The figures of every suite (file, label), for the README's figure index.
+TRADEOFF = (("tradeoff.png", "trade-off"),)
+ALONG = (("curves.png", "curves"), ("diagnostics.png", "PROFIT's diagnostics"))
 
 
-def _paired(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], sign: float):
-    """Signed paired differences of ``{"old", "new"}`` records (sign -1 for errors)."""
+def _paired(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], sign: float):
+    """Signed paired differences of the test ``{"old", "new"}`` of two rows' runs."""
     return {
         key: results.paired_difference(
-            [sign * protocol.metric(r, key) for r in a], [sign * protocol.metric(r, key) for r in b]
+            [sign * protocol.metric(r["test"], key) for r in a],
+            [sign * protocol.metric(r["test"], key) for r in b],
         )
         for key in protocol.METRICS
     }
 
 
-def _row(
-    task: str,
-    model: str,
-    unit: str,
-    base: str,
-    profit: str,
-    diff,
-    scale: float,
-    hp=None,
-    plateaued: bool = True,
-) -> dict:
-    return {
-        "task": task,
-        "model": model,
-        "unit": unit,
-        "baseline": base,
-        "profit": profit,
-        "profit_hparams": protocol.hparams_text(hp) if hp else "",
-        "diff": diff,
-        "scale": scale,
-        "word": protocol.word(diff["mean"], lower_is_better=False),
-        "plateaued": plateaued,
-    }
-
-
-def _best(scores: Mapping[str, float], labels) -> str:
-    return min(labels, key=lambda k: scores[k])
-
-
-def paper_toy_rows(res: Mapping[str, Any]) -> list[dict]:
-    out = []
-    for conv_name, conv in res["conventions"].items():
-        sel = conv.get("selection")
-        if not sel:
-            continue
-        scores = {k: v["score"] for k, v in sel.items()}
-        rows = conv["rows"]
-        profit = [k for k in sel if rows[k]["method"].startswith("profit")]
-        base = conv["best_baseline"]
-        best = _best(scores, profit)
-        diff = _paired(
-            [r["test"] for r in rows[best]["runs"]], [r["test"] for r in rows[base]["runs"]], -1.0
-        )
-        what = {"grads": "equal gradients", "main": "equal main steps"}[conv_name]
-        out.append(
-            _row(
-                f"paper toy ({what})",
-                "2-500-500-1 MLP",
-                "MSE",
-                base,
-                best,
-                diff,
-                1.0,
-                sel[best]["hparams"],
-            )
-        )
-    return out
-
-
-def toy2d_rows(res: Mapping[str, Any]) -> list[dict]:
-    """Our earlier toy (its own protocol: hyper-parameters tuned by its sweep on tuning
-    seeds; the baseline and PROFIT row chosen here by the reporting seeds' validation)."""
-    per = {k: v for k, v in res["per_seed"].items() if k != "pretrained"}
-    score = {k: sum((r["old_val"] + r["new_val"]) / 2 for r in v) / len(v) for k, v in per.items()}
-    profit = [k for k in per if k.startswith("profit")]
-    base = _best(score, [k for k in per if k not in profit])
-    best = _best(score, profit)
-    rec = lambda k: [{"old": r["old_test"], "new": r["new_test"]} for r in per[k]]
-    return [
-        _row(
-            "our toy (own design)",
-            "MLP 64-64-64",
-            "MSE",
-            base,
-            best,
-            _paired(rec(best), rec(base), -1.0),
-            1.0,
-            res["config"]["methods"][best],
-        )
-    ]
-
-
-def recipe_rows(res: Mapping[str, Any], task: str, model: str) -> list[dict]:
-    sel, rows, base = res["selection"], res["rows"], res["best_baseline"]
-    plateaued = bool(res["plateau"]["plateaued"])
+def suite_rows(res: Mapping[str, Any], task: str, model: str) -> list[dict]:
+    """The verdict rows of one suite's results (none without tuning: a demo)."""
+    sel = res["selection"]
+    if not sel:
+        return []
+    rows, base, metric = res["rows"], res["best_baseline"], res["metric"]
+    sign = -1.0 if metric["lower_is_better"] else 1.0
+    plateau = res.get("plateau")
     scores = {k: v["score"] for k, v in sel.items()}
-    profit = [k for k in sel if rows[k]["method"].startswith("profit")]
+    profit = [k for k in sel if protocol.is_profit(rows[k]["method"])]
     groups = [(task, profit)]
-    if res["config"]["task"]["kind"] == "class_split":
+    if res["config"].get("task", {}).get("kind") in SEPARATE_WARMUP:
         groups = [
             (task, [k for k in profit if k != "profit_warmup"]),
             (f"{task} with warm-up", [k for k in profit if k == "profit_warmup"]),
         ]
     out = []
     for name, labels in groups:
-        if not labels:
-            continue
-        best = _best(scores, labels)
-        base_runs = [r["test"] for r in rows[base]["runs"]]
-        out.append(
-            _row(
-                name,
-                model,
-                "acc. pts",
-                base,
-                best,
-                _paired([r["test"] for r in rows[best]["runs"]], base_runs, 1.0),
-                100.0,
-                sel[best]["hparams"],
-                plateaued,
-            )
-        )
-        main = rows.get(f"{best}@main")
-        if main is not None:
+        twins = [k for k in labels if f"{k}@main" in rows]
+        for title, candidates, suffix in (
+            (name, labels, ""),
+            (f"{name} (equal main steps)", twins, "@main"),
+        ):
+            if not candidates:
+                continue
+            best = min(candidates, key=scores.__getitem__)
+            diff = _paired(rows[best + suffix]["runs"], rows[base]["runs"], sign)
             out.append(
-                _row(
-                    f"{name} (equal main steps)",
-                    model,
-                    "acc. pts",
-                    base,
-                    f"{best}@main",
-                    _paired([r["test"] for r in main["runs"]], base_runs, 1.0),
-                    100.0,
-                    sel[best]["hparams"],
-                    plateaued,
-                )
+                {
+                    "task": title,
+                    "model": model,
+                    "baseline": base,
+                    "profit": best + suffix,
+                    "profit_hparams": protocol.hparams_text(sel[best]["hparams"]),
+                    "diff": diff,
+                    "scale": metric["scale"],
+                    "unit": metric["diff_unit"],
+                    "word": protocol.word(diff["mean"], lower_is_better=False),
+                    "plateaued": plateau is None or bool(plateau["plateaued"]),
+                }
             )
     return out
 
 
-#: The recipe suites behind the verdict: (config mode, task, model). Each writes
-#: ``experiments/results/recipe_<mode>/results.json``.
-RECIPE_SUITES = (
-    ("mlp", "class split 0-4 → 5-9", "MLP"),
-    ("vit", "class split 0-4 → 5-9", "ViT-mini"),
-    ("shift_rotate", "covariate shift: rotation", "MLP"),
-    ("vit_shift_rotate", "covariate shift: rotation", "ViT-mini"),
-    ("shift_noise", "covariate shift: noise", "MLP"),
-    ("vit_shift_noise", "covariate shift: noise", "ViT-mini"),
-    ("maintenance", "maintenance (same distribution)", "MLP"),
-    ("vit_maintenance", "maintenance (same distribution)", "ViT-mini"),
-)
-
-#: (results file under experiments/results, row builder).
-SOURCES = (
-    ("paper_toy/results.json", paper_toy_rows),
-    ("toy2d/results.json", toy2d_rows),
-    *(
-        (f"recipe_{mode}/results.json", functools.partial(recipe_rows, task=task, model=model))
-        for mode, task, model in RECIPE_SUITES
-    ),
-)
-
-
-#: Each source's figures, for the figure index: (results directory, task, model,
-#: old-vs-new trade-off figures, figures along fine-tuning), each figure as (file, label).
-FIGURES = (
-    (
-        "paper_toy",
-        "paper toy",
-        "2-500-500-1 MLP",
-        (("tradeoff_grads.png", "equal gradients"), ("tradeoff_main.png", "equal main steps")),
-        (("curves_grads.png", "curves"), ("curves_main.png", "curves (equal main steps)")),
-    ),
-    (
-        "toy2d",
-        "our toy (own design)",
-        "MLP 64-64-64",
-        (("tradeoff.png", "trade-off"),),
-        (("curves.png", "curves"),),
-    ),
-    *(
-        (
-            f"recipe_{mode}",
-            task,
-            model,
-            (("tradeoff.png", "trade-off"),),
-            (("curves.png", "curves"), ("diagnostics.png", "PROFIT's diagnostics")),
-        )
-        for mode, task, model in RECIPE_SUITES
-    ),
-)
-
-#: Where ``experiments/results`` lies relative to the repository root, for the links (the
-#: report writes them relative to the file that holds the table).
-README_RESULTS = "experiments/results"
+def _results(root: Path) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+    """``(folder, report module, task, model, results)`` of every suite with a results file."""
+    out = []
+    for folder, module, task, model in SUITES:
+        path = root / folder / "results.json"
+        if path.exists():
+            out.append((folder, module, task, model, json.loads(path.read_text())))
+    return out
 
 
 def figures_table(root: Path) -> str:
@@ -240,9 +139,7 @@ def figures_table(root: Path) -> str:
         "| task | model | old vs new (every method, seeds' spread) | along fine-tuning |",
         "|---|---|---|---|",
     ]
-    for folder, task, model, tradeoff, along in FIGURES:
-        if not (root / folder / "results.json").exists():
-            continue
+    for folder, _, task, model, _ in _results(root):
         cells = [
             ", ".join(
                 f"[{label}]({README_RESULTS}/{folder}/{file})"
@@ -250,19 +147,14 @@ def figures_table(root: Path) -> str:
                 if (root / folder / file).exists()
             )
             or "none"
-            for figs in (tradeoff, along)
+            for figs in (TRADEOFF, ALONG)
         ]
         lines.append(f"| {task} | {model} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
 def rows(root: Path) -> list[dict]:
-    out = []
-    for rel, build in SOURCES:
-        path = root / rel
-        if path.exists():
-            out += build(json.loads(path.read_text()))
-    return out
+    return [r for _, _, task, model, res in _results(root) for r in suite_rows(res, task, model)]
 
 
 def plateau_mark(row: dict[str, Any]) -> str:
@@ -288,6 +180,8 @@ def table(root: Path) -> str:
         d = r["diff"]
         cells = [
             f"{s * d[k]['mean']:+.3g} [{s * d[k]['lo']:+.3g}, {s * d[k]['hi']:+.3g}]"
+            if d[k]["n"] > 1
+            else f"{s * d[k]['mean']:+.3g}"
             for k in protocol.METRICS
         ]
         profit = f"`{r['profit']}`" + (f" ({r['profit_hparams']})" if r["profit_hparams"] else "")
@@ -308,7 +202,7 @@ def table(root: Path) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
-#: What a verdict row's task adds to its family's name: a budget convention or the warm-up.
+#: What a verdict row's task adds to its family's name: a budget view or the warm-up.
 VARIANTS = (" (equal gradients)", " (equal main steps)", " with warm-up")
 
 _WORDS = ("better", "no different", "worse")
@@ -327,13 +221,9 @@ def summary_table(root: Path) -> str:
     task): how many of PROFIT's best rows were better, no different or worse than the best
     baseline, the range of their Δ mean, and links to each model's full results."""
     families: dict[str, dict[str, Any]] = {}
-    for rel, build in SOURCES:
-        path = root / rel
-        if not path.exists():
-            continue
-        folder = Path(rel).parent
-        link = folder / "results.md" if (root / folder / "results.md").exists() else folder
-        for r in build(json.loads(path.read_text())):
+    for folder, _, task, model, res in _results(root):
+        link = f"{folder}/results.md" if (root / folder / "results.md").exists() else folder
+        for r in suite_rows(res, task, model):
             fam = families.setdefault(family(r["task"]), {"models": {}, "rows": []})
             fam["models"].setdefault(r["model"], f"{README_RESULTS}/{link}")
             fam["rows"].append(r)
@@ -371,32 +261,21 @@ def summary_table(root: Path) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
-#: PROFIT's diagnostics as logged along training (curve key, label in tables and figures).
-DIAGNOSTICS = (
-    ("train_conflict", "conflict rate"),
-    ("train_cos_g_delta", "cos(g, Δ)"),
-    ("train_removed_frac", "removed fraction of ‖g‖"),
-)
+DIAGNOSTICS = tables.DIAGNOSTICS
 
 
 def diagnostic_rows(root: Path) -> dict[str, dict[str, Any]]:
-    """The best PROFIT row of every recipe task that logged diagnostics, by
+    """The best PROFIT row of every task that logged diagnostics, by
     ``"task (model): verdict"`` (rows at equal main steps left out), the verdict marked with
     † where the best baseline had not plateaued, as in :func:`table`."""
     out: dict[str, Any] = {}
-    for rel, build in SOURCES:
-        file = root / rel
-        if not file.exists() or not rel.startswith("recipe_"):
-            continue
-        res = json.loads(file.read_text())
-        for r in build(res):
+    for _, _, task, model, res in _results(root):
+        for r in suite_rows(res, task, model):
             row = res["rows"][r["profit"]]
-            if (
-                r["profit"].endswith("@main")
-                or DIAGNOSTICS[0][0] not in row["runs"][0]["curve"][-1]
-            ):
+            if r["profit"].endswith("@main"):
                 continue
-            out[f"{r['task']} ({r['model']}): {r['word']}{plateau_mark(r)}"] = row
+            if DIAGNOSTICS[0][0] in row["runs"][0]["curve"][-1]:
+                out[f"{r['task']} ({r['model']}): {r['word']}{plateau_mark(r)}"] = row
     return out
 
 

@@ -1,16 +1,18 @@
-"""The MLP transfer pipeline across 2 processes equals a single-process run.
+"""A suite across 2 processes equals the same suite in one process.
 
-Starts ``python -m experiments.mlp.main`` twice on this machine (through this
-file's ``__main__``, which only adds TFDS mock data), joined by
-``jax.distributed`` through an explicit coordinator on a free local port, with
-gloo CPU collectives and ``LOCAL_DEVICES`` simulated CPU devices per process:
-data parallel over a mesh of all their devices, each process feeding its own
-rows of every batch. The quick
-config (pretraining, Adam and PROFIT fine-tuning, 2 seeds) must give the results
-of the same config run in one process, and only process 0 may write results or
-log. The processes are killed (whole process group) whatever happens.
+Starts ``python -m experiments.recipe`` twice on this machine (through this file's
+``__main__``, which only adds TFDS mock data), joined by ``jax.distributed`` through the
+suite command line's ``--coordinator_address/--num_processes/--process_id`` on a free
+local port, with gloo CPU collectives and ``LOCAL_DEVICES`` simulated CPU devices per
+process: every run data parallel over a mesh of all their devices, each process feeding
+its own rows of every batch. The quick recipe (pretraining, tuning Adam, PROFIT and
+head-only on validation, reporting seeds, the comparison) must give the run records of
+the same suite run in one process, and only process 0 may write records or outputs. The
+processes are killed (whole process group) whatever happens.
 
-    python -m tests.test_experiments_multihost --workdir DIR [flags of experiments.mlp.main]
+    python -m tests.test_experiments_multihost [flags of python -m experiments.recipe]
+
+This file is also the suite's config file (:func:`get_config`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,22 @@ from tests._procs import kill_all, wait_all
 ROOT = Path(__file__).resolve().parent.parent
 NUM_PROCESSES = 2
 LOCAL_DEVICES = 1
-TIMEOUT_S = 120
-MOCK_EXAMPLES = 100
-CONFIG = "experiments/mlp/configs/fashion_mnist_offline.py"
-CONFIG_FLAGS = ["--config.quick=True", "--config.finetune.only=adam,profit"]
+TIMEOUT_S = 600
+MOCK_EXAMPLES = 120
 WRITES_LOG = "writes_{}.txt"
+
+
+def get_config():
+    """The quick recipe on TFDS mock data, without its ablations (fewer runs)."""
+    from experiments.recipe import config
+
+    cfg = config.get_config("quick")
+    cfg.num_val = 8
+    cfg.old_task.max_train_examples = None
+    cfg.new_task.max_train_examples = None
+    cfg.ablation.update({"ratios": (), "n_refs": ()})
+    cfg.n_ref_grid = ()
+    return cfg
 
 
 def free_port() -> int:
@@ -56,80 +69,71 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def mock_config():
-    from experiments.mlp.configs import fashion_mnist_offline
-
-    config = fashion_mnist_offline.get_config()
-    config.quick = True
-    config.finetune.only = "adam,profit"
-    return config
-
-
 def run_worker(argv: list[str]) -> None:
-    """``experiments.mlp.main`` on TFDS mock data; records which files this process writes."""
+    """``python -m experiments.recipe`` on TFDS mock data; records which files it writes."""
     import tensorflow_datasets as tfds
-    from absl import app
 
-    from experiments.common import data, plotting, results
-    from experiments.mlp import main as mlp_main
+    from experiments.common import data, results
+    from experiments.recipe import main
 
     data.DATASET_PREPARERS.pop("fashion_mnist", None)  # mock data needs no preparation
-    workdir = next(a.split("=", 1)[1] for a in argv if a.startswith("--workdir="))
+    out = next(a.split("=", 1)[1] for a in argv if a.startswith("--out="))
     process_id = next((a.split("=", 1)[1] for a in argv if a.startswith("--process_id=")), "0")
-    log = Path(workdir).parent / WRITES_LOG.format(process_id)
+    log = Path(out).parent / WRITES_LOG.format(process_id)
+    for name in ("write_json", "write_text_atomic"):
+        original = getattr(results, name)
 
-    def recording(module, name):
-        original = getattr(module, name)
-
-        def wrapper(*args, **kwargs):
+        def wrapper(path, *args, _original=original, **kwargs):
             with open(log, "a") as f:
-                f.write(f"{name}\n")
-            return original(*args, **kwargs)
+                f.write(f"{path}\n")
+            return _original(path, *args, **kwargs)
 
-        setattr(module, name, wrapper)
-
-    for name in ("write_json", "write_table"):
-        recording(results, name)
-    for name in ("plot_tradeoff", "plot_learning_curves"):
-        recording(plotting, name)
+        setattr(results, name, wrapper)
+    sys.argv = [sys.argv[0], *argv]
     with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
-        app.run(mlp_main.main, argv=[sys.argv[0], *argv])
+        main.main()
 
 
-def read_runs(workdir: Path) -> dict[str, dict]:
-    return {
-        str(p.relative_to(workdir)): json.loads(p.read_text())
-        for p in sorted(workdir.glob("finetune/*/seed_*.json"))
-    }
+def records(cache: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(cache.glob("*/*.json"))}
 
 
-def assert_same_history(got: list[dict], want: list[dict], what: str) -> None:
-    assert [h["step"] for h in got] == [h["step"] for h in want], what
-    for g, w in zip(got, want, strict=True):
-        assert g.keys() == w.keys(), what
-        for k in w:
-            if k.endswith("acc") or k.endswith("accuracy"):
-                np.testing.assert_allclose(g[k], w[k], atol=1e-6, err_msg=f"{what} {k}")
-            else:
-                np.testing.assert_allclose(g[k], w[k], rtol=2e-4, atol=1e-5, err_msg=f"{what} {k}")
+def assert_close(got, want, what: str) -> None:
+    """Equal structure; accuracies to 1e-6, losses and diagnostics to float tolerance,
+    timings ignored."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), what
+        for k in want:
+            if not k.endswith("time_s"):
+                assert_close(got[k], want[k], f"{what}.{k}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), what
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_close(g, w, f"{what}[{i}]")
+    elif isinstance(want, float):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5, err_msg=what)
+    else:
+        assert got == want, what
 
 
 @pytest.mark.multidevice
 @pytest.mark.slow
-def test_mlp_pipeline_across_processes_matches_single_process(tmp_path):
+def test_suite_across_processes_matches_single_process(tmp_path):
     import tensorflow_datasets as tfds
 
-    from experiments.common import data, transfer
-    from experiments.mlp.main import build_model
+    from experiments.common import data, protocol
+    from experiments.common import suite as framework
+    from experiments.common.cache import RunCache
+    from experiments.recipe import suite
 
-    multi, single = tmp_path / "multi" / "workdir", tmp_path / "single"
-    multi.parent.mkdir()
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    multi.mkdir()
     port = free_port()
     procs, logs = [], []
     start = time.monotonic()
     try:
         for i in range(NUM_PROCESSES):
-            log = open(multi.parent / f"log_{i}.txt", "w")
+            log = open(multi / f"log_{i}.txt", "w")
             logs.append(log)
             procs.append(
                 subprocess.Popen(
@@ -137,9 +141,9 @@ def test_mlp_pipeline_across_processes_matches_single_process(tmp_path):
                         sys.executable,
                         "-m",
                         "tests.test_experiments_multihost",
-                        f"--config={CONFIG}",
-                        *CONFIG_FLAGS,
-                        f"--workdir={multi}",
+                        "--config=tests/test_experiments_multihost.py",
+                        f"--workdir={multi / 'cache'}",
+                        f"--out={multi / 'out'}",
                         f"--coordinator_address=127.0.0.1:{port}",
                         f"--num_processes={NUM_PROCESSES}",
                         f"--process_id={i}",
@@ -155,49 +159,39 @@ def test_mlp_pipeline_across_processes_matches_single_process(tmp_path):
         preparer = data.DATASET_PREPARERS.pop("fashion_mnist", None)
         try:
             with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
-                rows = transfer.run_transfer(mock_config(), build_model, single, progress=False)
+                runner = protocol.Runner(RunCache(single))
+                res = framework.run(suite.Suite(get_config(), runner))
         finally:
             if preparer is not None:
                 data.DATASET_PREPARERS["fashion_mnist"] = preparer
         wait_all(procs, start, TIMEOUT_S)
     finally:
         kill_all(procs, logs)
-    outputs = [(multi.parent / f"log_{i}.txt").read_text() for i in range(NUM_PROCESSES)]
+    outputs = [(multi / f"log_{i}.txt").read_text() for i in range(NUM_PROCESSES)]
     assert [p.returncode for p in procs] == [0] * NUM_PROCESSES, "\n\n".join(
         o[-4000:] for o in outputs
     )
 
-    # It really ran on 2 processes x 2 devices, and only process 0 logged and wrote files.
-    assert (
-        f"process 0 of 2, {LOCAL_DEVICES} local / {2 * LOCAL_DEVICES} global devices" in outputs[0]
-    ), outputs[0][-3000:]
-    assert "Data loaded" in outputs[0] and "| adam | 2 |" in outputs[0]
-    assert "Data loaded" not in outputs[1] and "| adam |" not in outputs[1], outputs[1][-3000:]
-    writes = multi.parent / WRITES_LOG.format(0)
-    assert {"write_json", "write_table", "plot_tradeoff"} <= set(writes.read_text().split())
-    assert not (multi.parent / WRITES_LOG.format(1)).exists()
+    # It really ran on 2 processes, and only process 0 wrote records and outputs.
+    assert f"process 0 of 2, {LOCAL_DEVICES} local / {2 * LOCAL_DEVICES} global" in outputs[0]
+    assert "PROFIT against the best baseline" in outputs[0]  # the page, printed by process 0
+    assert "PROFIT against the best baseline" not in outputs[1], outputs[1][-3000:]
+    written = (multi / WRITES_LOG.format(0)).read_text().split()
+    assert any(p.endswith("results.json") for p in written), written
+    assert any("cache" in p for p in written), written
+    assert not (multi / WRITES_LOG.format(1)).exists()
 
-    # The same outputs as one process, to float tolerance.
-    got_rows = json.loads((multi / "results.json").read_text())
-    want_rows = json.loads((single / "results.json").read_text())
-    assert [r["label"] for r in got_rows] == [r["label"] for r in want_rows]
-    assert [r["label"] for r in want_rows][1:] == [r["label"] for r in rows] == ["adam", "profit"]
-    for g, w in zip(got_rows, want_rows, strict=True):
-        for k in ("old_acc_mean", "new_acc_mean", "mean_acc_mean", "old_acc_se", "new_acc_se"):
-            nan = lambda v: np.nan if v is None else v  # NaN is written as null
-            np.testing.assert_allclose(nan(g[k]), nan(w[k]), atol=1e-6, err_msg=f"{w['label']} {k}")
-    pre = [json.loads((d / "pretrain" / "pretrain.json").read_text()) for d in (multi, single)]
-    assert pre[0]["fingerprint"] == pre[1]["fingerprint"]
-    assert_same_history(pre[0]["history"], pre[1]["history"], "pretrain")
-    got_runs, want_runs = read_runs(multi), read_runs(single)
-    assert got_runs.keys() == want_runs.keys() and len(want_runs) == 4
-    for name, want in want_runs.items():
-        got = got_runs[name]
-        assert got["fingerprint"] == want["fingerprint"], name
-        assert_same_history(got["history"], want["history"], name)
-    assert (multi / "pretrain" / "checkpoint").is_dir()
-    for png in ("old_vs_new.png", "learning_curves.png", "pretrain_curve.png"):
-        assert (multi / "plots" / png).is_file()
+    # The same run records as one process (every pretraining and fine-tuning job), and the
+    # same results.
+    got, want = records(multi / "cache"), records(single)
+    assert got.keys() == want.keys() and len(want) > 10
+    for name, record in want.items():
+        assert_close(got[name], record, name)
+    saved = json.loads((multi / "out" / "results.json").read_text())
+    assert saved["best_baseline"] == res["best_baseline"]
+    assert_close(saved["comparisons"], json.loads(json.dumps(res["comparisons"])), "comparisons")
+    for png in ("tradeoff.png", "curves.png", "pretrain.png"):
+        assert (multi / "out" / png).is_file()
 
 
 if __name__ == "__main__":

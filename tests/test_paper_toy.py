@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.common import protocol
+from experiments.common import suite as framework
 from experiments.common.cache import RunCache
 from experiments.paper_toy import config, data, report, suite
 from experiments.paper_toy.model import MLP
@@ -56,15 +57,24 @@ def _suite(tmp_path, mode="quick", **overrides):
     return suite.Suite(cfg, protocol.Runner(RunCache(tmp_path / "cache")))
 
 
-def test_budget_conventions_and_the_papers_schedule(tmp_path):
+def test_budget_views_and_the_papers_schedule(tmp_path):
     s = _suite(tmp_path)
-    s.pretrain_all((0,))
     budget = s.cfg.finetune.budget
-    assert s.calls("full_ft", "main") == budget  # one gradient per step
-    assert s.calls("profit_rmsprop", "grads") == budget
-    assert s.calls("profit_rmsprop", "main") == 2 * budget  # n_ref = 1: two per main step
-    method, calls, steps = s.build("profit_rmsprop", {"learning_rate": 5e-4, "ref_ratio": 100.0})
-    assert (calls, steps, method.period) == (budget, budget // 2, 2)
+    method = s.build("profit_rmsprop", {"learning_rate": 5e-4, "ref_ratio": 100.0}, budget)
+    assert (method.grads_per_step, method.period) == (2, 2)  # n_ref = 1: two per main step
+    # The equal-main-steps view: twins of the multi-gradient rows only, twice the calls.
+    rows = {
+        "full_ft": {"method": "rmsprop", "hparams": {"learning_rate": 5e-4}},
+        "profit_rmsprop": {"method": "profit_rmsprop", "hparams": {"learning_rate": 5e-4}},
+        "paper:profit_rmsprop@auto": {
+            "method": "profit_rmsprop",
+            "hparams": {"learning_rate": 5e-4, "ref_ratio": None},
+            "base": "profit_rmsprop",
+        },
+    }
+    twins = framework.main_steps_twins(s, rows)
+    assert list(twins) == ["profit_rmsprop@main", "paper:profit_rmsprop@auto@main"]
+    assert all(t["calls"] == 2 * budget and t["budget"] == "main" for t in twins.values())
     # The paper's schedule (x0.95 every 100 of 1,500 steps) stretched over any run length.
     full = suite.Suite(config.get_config("full"), s.runner)
     paper = full.schedule(5e-4, 1500)
@@ -82,30 +92,33 @@ def quick_cache(tmp_path_factory):
 
 def test_quick_suite_end_to_end_and_resume(quick_cache):
     s = _suite(quick_cache)
-    res = suite.run(s)
-    assert set(res["conventions"]) == {"grads", "main"}
-    grads = res["conventions"]["grads"]
-    assert set(grads["selection"]) == set(s.cfg.methods)
+    res = framework.run(s)
+    assert set(res["selection"]) == set(s.cfg.methods)
     # The paper's rows run at the paper's lr, PROFIT at every ratio of its grid.
     assert {
         "paper:full_ft",
         "paper:head_only",
         "paper:profit_rmsprop@100",
         "paper:profit_rmsprop@auto",
-    } <= set(grads["rows"])
-    assert grads["best_baseline"] in {"full_ft", "head_only"}
-    for row in grads["rows"].values():
+    } <= set(res["rows"])
+    assert res["best_baseline"] in {"full_ft", "head_only"}
+    assert res["plateau"] is None  # the paper's budget: no plateau check
+    budget = s.cfg.finetune.budget
+    for label, row in res["rows"].items():
         assert len(row["runs"]) == len(s.cfg.seeds)
         assert all(r["test"] for r in row["runs"])  # reporting runs read the test split
-    assert res["conventions"]["main"]["calls"]["profit_rmsprop"] == 2 * s.cfg.finetune.budget
-    assert set(res["conventions"]["main"]["calls"]) == set(s.cfg.main_convention_methods) & set(
-        s.cfg.methods
-    )
-    for name, table in report.tables(json.loads(json.dumps(res, default=float))).items():
+        assert all(r["calls"] == row["calls"] for r in row["runs"])
+        assert (row["budget"] == "main") == label.endswith("@main")
+        assert row["calls"] == (2 * budget if label.endswith("@main") else budget)
+        assert {"val_old", "val_new"} <= set(row["runs"][0]["curve"][-1])
+    assert "profit_rmsprop@main" in res["rows"] and "full_ft@main" not in res["rows"]
+    chosen = [k for k in res["comparisons"] if k.startswith("paper:")]
+    assert len(chosen) == 2 and chosen[1] == chosen[0] + "@main"  # one ratio, both views
+    for name, table in report.blocks(json.loads(json.dumps(res, default=float))).items():
         assert table.startswith("| "), name
     # Resume: a second run reads every job from the cache and gives the same results.
     again = _suite(quick_cache)
-    assert suite.run(again)["conventions"]["grads"]["rows"] == grads["rows"]
+    assert framework.run(again)["rows"] == res["rows"]
     assert again.runner.ran == 0
 
 
@@ -127,7 +140,7 @@ def test_main_writes_results_and_figures(quick_cache, tmp_path):
     page = suite_cli.run(
         "paper_toy",
         config.get_config("quick"),
-        suite,
+        suite.Suite,
         main.write_outputs,
         workdir=str(quick_cache / "cache"),
         out=str(out),
@@ -135,6 +148,6 @@ def test_main_writes_results_and_figures(quick_cache, tmp_path):
     )
     saved = json.loads((out / "results.json").read_text())
     assert saved["environment"]["command"].startswith("python -m experiments.paper_toy")
-    for name in ("results.md", "tradeoff_grads.png", "curves_main.png"):
+    for name in ("results.md", "tradeoff.png", "curves.png"):
         assert (out / name).stat().st_size > 0
     assert "Beside the paper (Table 1)" in page.read_text()

@@ -209,12 +209,16 @@ def test_environment_names_command_commit_versions_and_machine():
 
 def test_metric_reads_a_diverged_run_as_nan():
     """NaN is stored as JSON null; every reader turns it back into NaN, never a TypeError."""
-    from experiments.paper_toy.suite import criterion
+    from types import SimpleNamespace
 
+    from experiments.common.suite import Suite
+    from experiments.paper_toy.suite import METRIC
+
+    errors = SimpleNamespace(metric=METRIC)  # the criterion reads only the suite's metric
     assert math.isnan(protocol.metric({"old": None, "new": None}, "mean"))
     assert math.isnan(protocol.metric({"old": 0.5, "new": None}, "new"))
     assert protocol.metric({"old": 0.5, "new": 0.25}, "mean") == 0.375
-    assert criterion({"val": {"old": None, "new": None}}) == math.inf
+    assert Suite.criterion(errors, {"val": {"old": None, "new": None}}) == math.inf
 
 
 def test_refine_scores_one_more_hparam_at_the_selected_point_only():

@@ -62,3 +62,34 @@ def test_stale_markdown_names_a_results_md_that_differs_from_its_json(tmp_path):
     text = (suite / "results.md").read_text()
     (suite / "results.md").write_text(text.replace("87.49%", "88.49%", 1))  # a hand edit
     assert list(report.stale_markdown(tmp_path)) == [suite / "results.md"]
+
+
+def test_every_suite_names_a_report_module_with_the_interface():
+    import importlib
+
+    from experiments import verdict
+
+    for _, module, _, _ in verdict.SUITES:
+        m = importlib.import_module(module)
+        assert all(callable(getattr(m, name, None)) for name in ("blocks", "page", "plot")), module
+
+
+def test_a_suite_without_tables_of_its_own_renders_the_common_ones():
+    import json
+
+    from experiments.common import tables
+
+    res = json.loads((report.RESULTS / "recipe_vit_maintenance" / "results.json").read_text())
+    blocks = tables.blocks(res, "x")
+    assert list(blocks) == ["x_tuned", "x_vs_best"]
+    assert blocks["x_vs_best"] in tables.page(res, "x")
+    assert tables.blocks({**res, "selection": {}}, "x") == {}  # a demo: nothing to compare
+
+
+def test_a_difference_without_interval_shows_its_mean_only():
+    from experiments.common import tables
+    from experiments.recipe.suite import METRIC
+
+    res = {"metric": METRIC.to_json()}
+    assert tables.interval(res, {"mean": 0.01, "lo": -0.02, "hi": 0.04}) == "+1.00 [-2.00, +4.00]"
+    assert tables.interval(res, {"mean": 0.01, "lo": None, "hi": None}) == "+1.00"  # one seed

@@ -8,6 +8,10 @@ import re
 import pytest
 
 from experiments import verdict
+from experiments.paper_toy.suite import METRIC as TOY
+from experiments.recipe.suite import METRIC
+
+RECIPE_METRIC = METRIC.to_json()
 
 
 def _runs(old, new):
@@ -38,11 +42,12 @@ def _recipe(kind="class_split"):
         "best_baseline": "sgd",
         "config": {"task": {"kind": kind}},
         "plateau": {"plateaued": True},
+        "metric": RECIPE_METRIC,
     }
 
 
 def test_class_split_has_plain_and_warmup_rows_and_accuracy_signs():
-    rows = verdict.recipe_rows(_recipe(), "class split", "MLP")
+    rows = verdict.suite_rows(_recipe(), "class split", "MLP")
     assert [r["task"] for r in rows] == [
         "class split",
         "class split (equal main steps)",
@@ -57,7 +62,7 @@ def test_class_split_has_plain_and_warmup_rows_and_accuracy_signs():
 
 
 def test_same_label_task_takes_the_best_profit_row():
-    rows = verdict.recipe_rows(_recipe("covariate_shift"), "shift", "MLP")
+    rows = verdict.suite_rows(_recipe("covariate_shift"), "shift", "MLP")
     assert rows[0]["profit"] == "profit_warmup"  # best validation score among PROFIT rows
 
 
@@ -68,8 +73,11 @@ def test_a_baseline_that_had_not_plateaued_marks_its_rows_and_the_note(tmp_path)
         (tmp_path / f"recipe_{mode}" / "results.json").write_text(json.dumps(res))
     lines = verdict.table(tmp_path).splitlines()
     marked = [line for line in lines if "`sgd` †" in line]
-    assert [line.split(" | ")[0] for line in marked] == ["| covariate shift: rotation"]
-    assert sum("`sgd` |" in line for line in lines) == 1  # the plateaued suite's row
+    assert [line.split(" | ")[0] for line in marked] == [
+        "| covariate shift: rotation",
+        "| covariate shift: rotation (equal main steps)",  # the best PROFIT row with a twin
+    ]
+    assert sum("`sgd` |" in line for line in lines) == 2  # the plateaued suite's rows
     assert "† The best baseline had not plateaued" in lines[-1]
 
 
@@ -78,7 +86,10 @@ def test_errors_are_signed_so_that_positive_favours_profit(tmp_path):
         {"seed": i, "test": {"old": o, "new": n}}
         for i, (o, n) in enumerate(zip(old, new, strict=True))
     ]
-    conv = {
+    res = {
+        "metric": TOY.to_json(),
+        "config": {},
+        "plateau": None,
         "selection": {
             "full_ft": {"score": 1.0, "hparams": {"learning_rate": 5e-4}},
             "profit_rmsprop": {"score": 2.0, "hparams": {"learning_rate": 5e-4, "ref_ratio": None}},
@@ -93,9 +104,7 @@ def test_errors_are_signed_so_that_positive_favours_profit(tmp_path):
         },
     }
     (tmp_path / "paper_toy").mkdir()
-    (tmp_path / "paper_toy" / "results.json").write_text(
-        json.dumps({"conventions": {"grads": conv}})
-    )
+    (tmp_path / "paper_toy" / "results.json").write_text(json.dumps(res))
     (row,) = verdict.rows(tmp_path)
     assert row["diff"]["old"]["mean"] == pytest.approx(0.4)  # PROFIT's old error is lower
     assert row["word"] == "better"

@@ -5,7 +5,7 @@ Every host runs the same command. ``initialize`` joins them through
 clusters that jax knows, or given explicitly with flags::
 
     # host i of N (i = 0 .. N-1), the same coordinator on every host:
-    python -m experiments.vit.main --config ... --workdir ... \\
+    python -m experiments.recipe --config ... --workdir ... --out ... \\
         --coordinator_address=host0:1234 --num_processes=N --process_id=i
 
 After that ``jax.devices()`` lists the devices of all hosts; build the mesh

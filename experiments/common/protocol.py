@@ -17,7 +17,9 @@
   twice at once; a claim left by a killed process on this host is taken over.
   Every shard walks the same deterministic sequence of batches, so ``n``
   processes with shards ``0..n-1`` split the work, and any process can be
-  killed and restarted.
+  killed and restarted. In a multi-process ``jax.distributed`` run (``collective``)
+  every process takes part in every job instead (data parallel): process 0 decides
+  from the cache which jobs run and alone writes their records.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.common import results
 from experiments.common.cache import RunCache, fingerprint
 
 Job = tuple[Mapping[str, Any], Callable[[], Mapping[str, Any]]]
@@ -47,6 +50,8 @@ class Runner:
         to shard ``int(fingerprint(config), 16) % n``.
       poll_s: seconds between looks for another shard's record.
       timeout_s: give up waiting for another shard after this long.
+      collective: every process of a ``jax.distributed`` run runs every job together
+        (one shard); process 0's cache decides what runs and only process 0 writes.
     """
 
     def __init__(
@@ -56,11 +61,14 @@ class Runner:
         *,
         poll_s: float = 2.0,
         timeout_s: float = 6 * 3600.0,
+        collective: bool = False,
     ):
         index, count = shard
         if not 0 <= index < count:
             raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
-        self.cache, self.shard = cache, (index, count)
+        if collective and count != 1:
+            raise ValueError("a collective (multi-process) run is one shard")
+        self.cache, self.shard, self.collective = cache, (index, count), collective
         self.poll_s, self.timeout_s = poll_s, timeout_s
         self.ran = 0  # jobs this process ran (not read from the cache)
 
@@ -74,6 +82,8 @@ class Runner:
         Runs this shard's jobs first (in order), then any other shard's job that nobody
         has claimed yet (from the end of the batch), then waits for the rest.
         """
+        if self.collective:
+            return [self._run_collective(config, fn) for config, fn in jobs]
         out: list[dict[str, Any] | None] = [self.cache.get(c) for c, _ in jobs]
         own = [i for i, (c, _) in enumerate(jobs) if self.owns(c)]
         others = [i for i, (c, _) in reversed(list(enumerate(jobs))) if not self.owns(c)]
@@ -90,6 +100,32 @@ class Runner:
                         raise TimeoutError(f"no shard produced {self.cache.path(config)}")
                     time.sleep(self.poll_s)
         return [r for r in out if r is not None]
+
+    def _run_collective(
+        self, config: Mapping[str, Any], fn: Callable[[], Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """One job on every process: read if process 0 has its record, else run everywhere."""
+        import jax
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        main = jax.process_index() == 0
+        record = self.cache.get(config) if main else None
+        cached = bool(multihost_utils.broadcast_one_to_all(np.asarray(record is not None)))
+        if cached and not main:  # the other processes read it from the shared cache
+            record = self.cache.get(config)
+            if record is None:
+                raise RuntimeError(
+                    f"process {jax.process_index()} cannot read {self.cache.path(config)}: "
+                    "the run cache must be on a filesystem that every process shares"
+                )
+        if cached:
+            return record
+        record = fn()
+        self.ran += 1
+        if main:
+            return self.cache.put(config, record)
+        return results.to_jsonable(record)
 
     def claim_path(self, config: Mapping[str, Any]) -> Path:
         """Where the claim of ``config``'s job lives while it runs (beside the cache)."""

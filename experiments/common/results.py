@@ -1,4 +1,5 @@
-"""Metrics files and result tables: per-run JSON, statistics over seeds, JSON/CSV/Markdown.
+"""Results files and their statistics: JSON written atomically, spreads over seeds, paired
+differences, provenance.
 
 One home for the experiments' conventions:
 
@@ -14,7 +15,6 @@ One home for the experiments' conventions:
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import math
@@ -166,100 +166,3 @@ def provenance(res: Mapping[str, Any]) -> str:
         f"{env.get('machine', {}).get('devices', '?')}, {env.get('machine', {}).get('cpus', '?')} "
         f"cores; {env.get('date', '?')}."
     )
-
-
-def aggregate(
-    records: Sequence[Mapping[str, Any]],
-    *,
-    group_by: str,
-    metrics: Sequence[str],
-    keep: Sequence[str] = (),
-) -> list[dict[str, Any]]:
-    """Groups ``records`` by ``group_by`` (first-seen order) and summarises ``metrics``.
-
-    Each output row has ``group_by``, the ``keep`` fields of the group's first
-    record, ``n`` (number of records), and ``<metric>_mean`` / ``<metric>_se`` (the
-    standard error over the group).
-    """
-    groups: dict[Any, list[Mapping[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(record[group_by], []).append(record)
-    rows = []
-    for key, group in groups.items():
-        row: dict[str, Any] = {group_by: key, **{k: group[0][k] for k in keep}, "n": len(group)}
-        for metric in metrics:
-            row[f"{metric}_mean"], row[f"{metric}_se"] = mean_se([r[metric] for r in group])
-        rows.append(row)
-    return rows
-
-
-def format_mean_se(mean: float | None, se: float | None, *, scale: float, digits: int) -> str:
-    """``"12.34 ± 0.56"`` (values multiplied by ``scale``); ``"–"`` when missing."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    text = f"{mean * scale:.{digits}f}"
-    if se is not None and not (isinstance(se, float) and math.isnan(se)):
-        text += f" ± {se * scale:.{digits}f}"
-    return text
-
-
-def write_table(
-    rows: Sequence[Mapping[str, Any]],
-    stem: str | os.PathLike[str],
-    *,
-    columns: Sequence[tuple[str, str, float, int]],
-    label_key: str,
-    label_title: str = "method",
-    title: str | None = None,
-    notes: Sequence[str] = (),
-) -> dict[str, Path]:
-    """Writes ``rows`` to ``<stem>.json``, ``<stem>.csv`` and ``<stem>.md``.
-
-    Args:
-      rows: output of :func:`aggregate` (plus any extra rows with the same keys).
-      stem: output path without suffix.
-      columns: ``(metric, title, scale, digits)``: the metric's ``_mean``/``_se``
-        fields become one column (Markdown ``mean ± se``; CSV two columns).
-      label_key: the row field naming each row.
-      label_title: header of the label column.
-      title: Markdown heading.
-      notes: Markdown lines printed under the table.
-    """
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = {"json": write_json(stem.with_suffix(".json"), list(rows))}
-
-    csv_path = stem.with_suffix(".csv")
-    with csv_path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        header = [label_title, "n"]
-        for metric, *_ in columns:
-            header += [f"{metric}_mean", f"{metric}_se"]
-        writer.writerow(header)
-        for row in rows:
-            line = [row[label_key], row.get("n", "")]
-            for metric, *_ in columns:
-                for suffix in ("_mean", "_se"):
-                    value = row.get(metric + suffix)
-                    line.append("" if value is None or value != value else f"{value:.6g}")
-            writer.writerow(line)
-    paths["csv"] = csv_path
-
-    md = [f"# {title}", ""] if title else []
-    md.append("| " + " | ".join([label_title, "seeds", *(c[1] for c in columns)]) + " |")
-    md.append("|" + "---|" * (len(columns) + 2))
-    for row in rows:
-        cells = [str(row[label_key]), str(row.get("n", ""))]
-        for metric, _, scale, digits in columns:
-            cells.append(
-                format_mean_se(
-                    row.get(metric + "_mean"), row.get(metric + "_se"), scale=scale, digits=digits
-                )
-            )
-        md.append("| " + " | ".join(cells) + " |")
-    if notes:
-        md += ["", *notes]
-    md_path = stem.with_suffix(".md")
-    md_path.write_text("\n".join(md) + "\n")
-    paths["md"] = md_path
-    return paths

@@ -1,14 +1,22 @@
-"""The command line shared by the protocol suites (``python -m experiments.paper_toy``,
+"""The command line of every suite (``python -m experiments.paper_toy``,
 ``python -m experiments.recipe``): where the run cache and the outputs live, which shard
-this process runs, and the writing of ``results.json`` by shard 0.
+or which process of a multi-process run this is, and the writing of ``results.json``.
 
-Flags (defined by :func:`main` when a suite runs as a program, never on import, so that
-the suites and the older pipelines can share one process, e.g. under pytest):
+Flags (defined by :func:`main` when a suite runs as a program, never on import):
   --config: the suite's ml_collections config file, with ``--config.<field>=value``.
   --workdir: the run cache, shared by shards and sessions (default ``runs/<suite>/cache``).
   --out: ``results.json``, ``results.md`` and the figures (default ``runs/<suite>``).
   --shard: ``i/n``: this process runs the jobs of shard i of n (start n processes).
   --progress: progress bars.
+  --coordinator_address, --num_processes, --process_id (and ``--distributed``,
+  ``--local_device_ids``): one run over several processes joined by ``jax.distributed``
+  (:mod:`experiments.common.distributed`): every process runs every job together, data
+  parallel over all their devices (a suite whose training supports it: the recipe);
+  process 0 alone writes the cache records and the outputs. The cache must be on a
+  filesystem every process shares.
+
+Shards and processes are two ways to use more machines: shards split the *jobs* (each
+process runs its own runs, no communication), processes split each *run*'s batches.
 """
 
 from __future__ import annotations
@@ -16,35 +24,25 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import ml_collections
 
 from experiments.common import protocol, results
+from experiments.common import suite as framework
 from experiments.common.cache import RunCache
-
-
-class SuiteModule(Protocol):
-    """What a suite module (``experiments.<suite>.suite``) provides: the suite over a
-    config and a runner, and its protocol run to a results dict."""
-
-    def Suite(
-        self, cfg: ml_collections.ConfigDict, runner: protocol.Runner, *, progress: bool
-    ) -> Any: ...
-
-    def run(self, suite: Any) -> Mapping[str, Any]: ...
-
 
 #: (results as written, out_dir) -> the Markdown page written (printed at the end).
 WriteOutputs = Callable[[dict[str, Any], Path], Path]
+SuiteClass = Callable[..., framework.Suite]
 
 
 def run(
     suite: str,
     config: ml_collections.ConfigDict,
-    module: SuiteModule,
+    suite_cls: SuiteClass,
     write_outputs: WriteOutputs,
     *,
     workdir: str | None = None,
@@ -53,16 +51,20 @@ def run(
     progress: bool = False,
     command: str | None = None,
 ) -> Path | None:
-    """Runs (or reads from the cache) ``module``'s suite; shard 0 writes ``results.json`` with
-    :func:`results.environment` and the outputs rendered from the file as written.
+    """Runs (or reads from the cache) the suite; process 0 of shard 0 writes ``results.json``
+    with :func:`results.environment` and the outputs rendered from the file as written.
 
-    Returns the Markdown page shard 0 wrote (None on the other shards).
+    Returns the Markdown page written (None on the other shards and processes).
     """
+    import jax
+
     index, count = (int(x) for x in shard.split("/"))
-    runner = protocol.Runner(RunCache(workdir or f"runs/{suite}/cache"), (index, count))
-    res = module.run(module.Suite(config, runner, progress=progress))
+    collective = jax.process_count() > 1
+    cache = RunCache(workdir or f"runs/{suite}/cache")
+    runner = protocol.Runner(cache, (index, count), collective=collective)
+    res = framework.run(suite_cls(config, runner, progress=progress))
     logging.info("shard %s ran %d jobs", runner.shard, runner.ran)
-    if index != 0:
+    if index != 0 or jax.process_index() != 0:
         return None
     out_dir = Path(out or f"runs/{suite}")
     command = command or f"python -m experiments.{suite} " + " ".join(sys.argv[1:])
@@ -72,24 +74,28 @@ def run(
     return write_outputs(json.loads(path.read_text()), out_dir)
 
 
-def main(suite: str, config_file: str, module: SuiteModule, write_outputs: WriteOutputs) -> None:
-    """The program: defines the flags, parses the command line, runs, prints the page."""
+def main(suite: str, config_file: str, suite_cls: SuiteClass, write_outputs: WriteOutputs) -> None:
+    """The program: defines the flags, joins the other processes, runs, prints the page."""
     from absl import app, flags
     from ml_collections import config_flags
+
+    from experiments.common import distributed
 
     config = config_flags.DEFINE_config_file("config", config_file)
     workdir = flags.DEFINE_string("workdir", None, "run cache (default runs/<suite>/cache)")
     out = flags.DEFINE_string("out", None, "output directory (default runs/<suite>)")
     shard = flags.DEFINE_string("shard", "0/1", "i/n: run shard i of n")
     progress = flags.DEFINE_bool("progress", False, "progress bars")
+    distributed.define_flags()
 
     def program(argv: list[str]) -> None:
         del argv
         logging.getLogger().setLevel(logging.INFO)
+        distributed.initialize()  # before anything touches a device
         page = run(
             suite,
             config.value,
-            module,
+            suite_cls,
             write_outputs,
             workdir=workdir.value,
             out=out.value,

@@ -1,6 +1,6 @@
 """A jitted training loop that is generic over a registry ``Method``.
 
-A ``Method`` (``profit_optax.registry.Method``) bundles an Optax transformation
+A ``Method`` (``experiments.methods.Method``) bundles an Optax transformation
 with how the loop stores parameters. One update call is::
 
     params = method.grad_params(stored)            # where the gradient is taken
@@ -17,10 +17,8 @@ equal compute budgets; budgets must be multiples of ``method.period``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 import jax
@@ -42,7 +40,7 @@ EvalFn = Callable[[PyTree], dict[str, float]]
 
 
 class MethodLike(Protocol):
-    """The subset of ``profit_optax.registry.Method`` that the training loops use."""
+    """The subset of ``experiments.methods.Method`` that the training loops use."""
 
     name: str
     tx: optax.GradientTransformation
@@ -127,17 +125,6 @@ class DataParallel:
         rows = distributed.process_batch_rows(self.mesh, self.axis, size)
         local = {k: np.asarray(v)[rows] for k, v in batch.items()}
         return distributed.global_batch(local, self.mesh, self.axis, size)
-
-    def restore(self, path: str | os.PathLike[str], like: PyTree) -> PyTree:
-        """Restores an Orbax checkpoint of ``like``'s structure as replicated global arrays."""
-        import orbax.checkpoint as ocp
-
-        sharding = self.replicated
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), like
-        )
-        with ocp.StandardCheckpointer() as checkpointer:
-            return checkpointer.restore(Path(path).absolute(), abstract)
 
 
 #: state_metrics(opt_state) -> dict of scalars logged with the train metrics (e.g. PROFIT's

@@ -1,1 +1,1 @@
-"""MLP variant of the old-task/new-task fine-tuning experiment (same pipeline as the ViT)."""
+"""The MLP classifier of the recipe suites and the benchmarks."""

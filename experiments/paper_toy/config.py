@@ -21,11 +21,12 @@ It leaves open, and we choose (kept fixed, documented in ``docs/paper_toy.md``):
 * the budget convention: both. ``"grads"``: every method gets 1,500 gradient
   evaluations (PROFIT 750 main steps); ``"main"``: 1,500 steps of the optimizer
   that a schedule counts (PROFIT and SAM 3,000 gradients), run for the paper's
-  rows and SAM at the points selected under ``"grads"`` (not tuned again);
+  rows and SAM at the points selected under ``"grads"`` (not tuned again), as rows
+  ``<label>@main``;
 * the schedule for a run of S schedule steps decays ×0.95 every S/15 steps, so
   every method sees the paper's 15 decays whatever its convention;
 * learning-rate grids: half-decade log grids that hold the paper's 5e-4; a value
-  selected at the grid's edge widens the grid (:mod:`experiments.paper_toy.suite`).
+  selected at the grid's edge widens the grid (:mod:`experiments.common.suite`).
 
 Usage::
 
@@ -123,13 +124,10 @@ def get_config(mode: str = "full") -> ml_collections.ConfigDict:
             "warmup_fraction": 0.1,  # profit_warmup: AdamW for this share of the update calls
         }
     )
-    c.conventions = ("grads", "main")
-    # The second view (equal main steps) for the paper's rows and for SAM, the other
-    # method with two gradients per step (compute: 2 CPU cores).
-    c.main_convention_methods = ("full_ft", "head_only", "profit_rmsprop", "sam")
-    # Conventions whose runs tune the hyper-parameters; the others rerun the points selected
-    # under the first of these with their own budget (compute: 2 CPU cores).
-    c.tune_conventions = ("grads",)
+    # The second budget view (equal main steps, ``<label>@main``) for the paper's rows and
+    # for SAM, the other method with two gradients per step (compute: 2 CPU cores), at the
+    # points selected under equal gradients (not tuned again).
+    c.main_steps_rows = ("full_ft", "head_only", "profit_rmsprop", "sam")
     c.methods = methods()
     c.max_grid_widening = 2  # extra lr values tried beyond a grid edge, at most
     c.seeds = (0, 1, 2, 3, 4)
@@ -137,7 +135,7 @@ def get_config(mode: str = "full") -> ml_collections.ConfigDict:
     c.selection = "mean of old and new validation MSE (lower is better)"
     if mode == "demo":  # a few minutes: the paper's rows at the paper's lr, 3 seeds
         c.methods = {k: c.methods[k] for k in ("full_ft", "head_only", "profit_rmsprop")}
-        c.conventions = ("grads",)
+        c.main_steps_rows = ()
         c.seeds = (0, 1, 2)
         c.tuning_seeds = ()
     if mode == "quick":

@@ -5,15 +5,40 @@ Old inputs are uniform in ``old_box``², new inputs uniform in ``new_box``²
 Training targets carry N(0, ``noise_std``²) noise; ``n_val`` of the ``n_train``
 noisy training points of each task are held out as its validation split (noisy,
 like the points they are carved from); test targets are noiseless. Everything is
-a pure function of the seed; the splits reuse the 2D toy's containers.
+a pure function of the seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import NamedTuple
+
 import ml_collections
 import numpy as np
 
-from experiments.toy2d.data import Split, TaskData, ToyData
+
+class Split(NamedTuple):
+    """One split of one task: inputs ``x`` ``[n, 2]`` and targets ``y`` ``[n, 1]``."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+    """Train / validation / test splits of one task."""
+
+    train: Split
+    val: Split
+    test: Split
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyData:
+    """The old (pretraining) and new (fine-tuning) tasks generated from one seed."""
+
+    old: TaskData
+    new: TaskData
 
 
 def target(x: np.ndarray, frequency: float) -> np.ndarray:
@@ -52,3 +77,22 @@ def make_data(cfg: ml_collections.ConfigDict, seed: int) -> ToyData:
         old=_task(np.random.default_rng(old_ss), cfg, cfg.old_box),
         new=_task(np.random.default_rng(new_ss), cfg, cfg.new_box),
     )
+
+
+def batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """Mini-batch indices ``[steps, batch_size]`` from reshuffled epochs (drop-last), seeded.
+
+    Every method fine-tuned from the same seed gets this exact array, i.e. the same data order.
+    """
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} exceeds dataset size n={n}")
+    rng = np.random.default_rng(seed)
+    per_epoch = n // batch_size
+    epochs = -(-steps // per_epoch)
+    idx = np.concatenate(
+        [
+            rng.permutation(n)[: per_epoch * batch_size].reshape(per_epoch, batch_size)
+            for _ in range(epochs)
+        ]
+    )
+    return idx[:steps].astype(np.int32)

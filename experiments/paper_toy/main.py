@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.common import suite_cli
+from experiments.common import results, suite_cli
 from experiments.paper_toy import report, suite
 
 CONFIG_FILE = "experiments/paper_toy/config.py"
@@ -17,8 +17,8 @@ CONFIG_FILE = "experiments/paper_toy/config.py"
 
 def write_outputs(res: dict[str, Any], out: Path) -> Path:
     report.plot(res, out)
-    return report.write_markdown(res, out / "results.md")
+    return results.write_text_atomic(out / "results.md", report.page(res, "paper_toy"))
 
 
 def main() -> None:
-    suite_cli.main("paper_toy", CONFIG_FILE, suite, write_outputs)
+    suite_cli.main("paper_toy", CONFIG_FILE, suite.Suite, write_outputs)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "tanh": nn.tanh}
 
@@ -26,3 +27,8 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden):
             x = act(nn.LayerNorm(name=f"LayerNorm_{i}")(nn.Dense(width, name=f"Dense_{i}")(x)))
         return nn.Dense(1, name="head")(x)
+
+
+def mse(model: nn.Module, params, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean squared error of ``model`` with ``params`` on ``(x, y)``."""
+    return jnp.mean((model.apply({"params": params}, x) - y) ** 2)

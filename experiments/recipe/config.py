@@ -34,9 +34,29 @@ Usage::
 
 from __future__ import annotations
 
-import ml_collections
+from collections.abc import Sequence
 
-from experiments.common.config import task, transfer_config
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def task(dataset: str, *, classes: Sequence[int] | None = None) -> ml_collections.ConfigDict:
+    """One task: a TFDS dataset's train and test splits, optionally restricted to
+    ``classes`` (relabelled 0..k-1); ``max_*_examples`` keep a fixed random subset
+    (seed ``subset_seed``) to bound CPU time (quick modes)."""
+    return ml_collections.ConfigDict(
+        {
+            "dataset": dataset,
+            "classes": tuple(classes) if classes is not None else None,
+            "train_split": "train",
+            "test_split": "test",
+            "max_train_examples": placeholder(int),
+            "max_test_examples": placeholder(int),
+            "subset_seed": 0,
+        },
+        type_safe=False,
+    )
+
 
 task_fn = task
 
@@ -119,19 +139,28 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    c = transfer_config()
+    c = ml_collections.ConfigDict()
+    c.name = ""
+    c.data_dir = placeholder(str)  # TFDS data directory (None: $TFDS_DATA_DIR or the default)
     c.mode = mode
     c.task = ml_collections.ConfigDict({"kind": "class_split"})
     c.old_task = task("fashion_mnist", classes=(0, 1, 2, 3, 4))
     c.new_task = task("fashion_mnist", classes=(5, 6, 7, 8, 9))
     c.num_val = 3000  # per task, carved from its training split
-    c.augment.crop_padding = 2
-    c.augment.flip = False
-    c.pretrain.batch_size = 128
-    c.pretrain.learning_rate = 1e-3
-    c.pretrain.warmup_steps = 200
-    c.pretrain.num_steps = 6000  # 28 epochs of the 27,000 old-task training images
-    c.pretrain.eval_every = 500
+    c.augment = ml_collections.ConfigDict({"crop_padding": 2, "flip": False})
+    # AdamW with linear warm-up then cosine decay to 0, weight decay on kernels only.
+    c.pretrain = ml_collections.ConfigDict(
+        {
+            "seed": 0,  # initialisation and batch order
+            "num_steps": 6000,  # 28 epochs of the 27,000 old-task training images
+            "batch_size": 128,
+            "learning_rate": 1e-3,
+            "warmup_steps": 200,
+            "weight_decay": 1e-4,
+            "grad_clip_norm": 1.0,
+            "eval_every": 500,
+        }
+    )
     c.finetune = ml_collections.ConfigDict(
         {
             "budget": 2106,  # update calls: 10 epochs at batch 128; a multiple of 2, 3 and 6
@@ -151,6 +180,7 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
     c.seeds = (0, 1, 2, 3, 4)
     c.tuning_seeds = (100, 101)
     c.eval_batch_size = 1000
+    c.main_steps_rows = ()
     same_label = mode.removeprefix("vit_")
     vit = mode == "vit" or mode.startswith("vit_")
     if same_label in SAME_LABEL_TASKS or mode == "quick_shift":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.common import suite_cli
+from experiments.common import results, suite_cli
 from experiments.recipe import report, suite
 
 CONFIG_FILE = "experiments/recipe/config.py"
@@ -17,8 +17,10 @@ CONFIG_FILE = "experiments/recipe/config.py"
 
 def write_outputs(res: dict[str, Any], out: Path) -> Path:
     report.plot(res, out)
-    return report.write_markdown(res, out / "results.md", f"recipe_{res['config']['mode']}")
+    return results.write_text_atomic(
+        out / "results.md", report.page(res, f"recipe_{res['config']['mode']}")
+    )
 
 
 def main() -> None:
-    suite_cli.main("recipe", CONFIG_FILE, suite, write_outputs)
+    suite_cli.main("recipe", CONFIG_FILE, suite.Suite, write_outputs)

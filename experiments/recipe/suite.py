@@ -1,26 +1,23 @@
-"""The recipe's protocol: pretrain once, tune every method on validation, report on test.
+"""The recipe as a suite of :mod:`experiments.common.suite`: image classification data,
+models (the MLP, the ViT-mini), accuracy on the old and the new task.
 
-Phases (each a batch of cached, shardable jobs, see :mod:`experiments.common.protocol`):
+Pretraining: the old-task model with AdamW (``config.pretrain``), its old-task
+*validation* accuracy recorded along the way (the convergence check). Tasks
+(``config.task.kind``): ``class_split`` (new classes, a new zero head; old accuracy
+under the frozen pretrained head), ``covariate_shift`` and ``maintenance`` (one head
+kept; the new part's images shifted, or as they are). Extra rows: PROFIT's λ ratio
+and n_ref ablations at its selected point. Plateau check: the best baseline's new-task
+validation accuracy rose less than 0.5 points over the last 30% of its run.
 
-1. **Pretrain** the old-task model (AdamW, ``config.pretrain``) with its
-   old-task *validation* accuracy recorded along the way (the convergence check).
-2. **Tune** every method's grid on the tuning seeds; score = −(mean of old and
-   new validation accuracy), averaged over tuning seeds; a best learning rate at
-   the grid's edge widens the grid. Then PROFIT's n_ref (``config.n_ref_grid``) at
-   each PROFIT row's selected point, by the same score.
-3. **Report** every method at its selected point on the reporting seeds: test
-   accuracy once at the end, validation accuracy along the way (learning curves).
-4. **Ablate** PROFIT at its selected learning rate: λ ratio and n_ref.
-5. **Compare** PROFIT rows with the best baseline (best validation score):
-   paired differences over reporting seeds with 95% intervals; check that the
-   best baseline's new-task validation accuracy has plateaued.
+With several processes (``jax.distributed``, :mod:`experiments.common.suite_cli`),
+every update step and evaluation runs data parallel over all processes' devices
+(:class:`~experiments.common.train.DataParallel`), each process feeding its own rows
+of every batch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,12 +28,23 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.common import protocol, results, transfer
+from experiments.common import classify, protocol, results
+from experiments.common import suite as framework
 from experiments.common.data import eval_batches, split_fraction, split_validation, train_batches
 from experiments.common.shifts import shift_dataset
-from experiments.common.train import Trainer, train
+from experiments.common.train import DataParallel, Trainer, make_classifier_eval, train
 
 PROTOCOL = "recipe/v1"
+METRIC = framework.Metric(
+    name="accuracy",
+    unit="%",
+    diff_unit="pts",
+    diff_text="accuracy in points",
+    scale=100.0,
+    digits=2,
+    lower_is_better=False,
+    plateau_tolerance=0.005,
+)
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int):
@@ -44,16 +52,20 @@ def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int):
         from experiments.mlp.model import MLP
 
         return MLP(num_classes=num_classes, hidden=tuple(model_cfg.hidden))
-    from experiments.vit.model import build_model as vit  # not .main: it defines flags
+    from experiments.vit.model import build_model as vit
 
     return vit(model_cfg, num_classes)
 
 
-@dataclasses.dataclass(eq=False)  # hashed by identity: its methods are lru-cached
-class Suite:
-    cfg: ml_collections.ConfigDict
-    runner: protocol.Runner
-    progress: bool = False
+class Suite(framework.Suite):
+    """A recipe suite under one config (``experiments/recipe/config.py``)."""
+
+    metric = METRIC
+
+    @functools.cached_property
+    def parallel(self) -> DataParallel | None:
+        """Data parallelism over every process's devices in a multi-process run."""
+        return DataParallel.over_all_devices() if jax.process_count() > 1 else None
 
     @property
     def kind(self) -> str:
@@ -69,7 +81,7 @@ class Suite:
         the training split, fine-tune on the other (for a covariate shift the new part's
         train, validation and test images are shifted; the test images are the test split's).
         """
-        d = transfer.load_transfer_data(self.cfg)
+        d = classify.load_transfer_data(self.cfg)
         old_source, new_source, new_test = d.old_train, d.new_train, d.new_test
         if self.kind != "class_split":
             old_source, new_source = split_fraction(d.old_train, self.cfg.task.pretrain_fraction)
@@ -124,21 +136,21 @@ class Suite:
     @functools.lru_cache(maxsize=2)  # noqa: B019 (compiled once per process)
     def _evaluator(self, which: str):
         model = self.models[0 if which == "old" else 1]
-        return transfer.make_classifier_eval(transfer.make_apply_fn(model))
+        return make_classifier_eval(classify.make_apply_fn(model), self.parallel)
 
     def _pretrain(self) -> dict[str, Any]:
         cfg, d = self.cfg.pretrain, self.data
         old_model = self.models[0]
         init_rng, train_rng = jax.random.split(jax.random.key(cfg.seed))
-        params = transfer.init_params(old_model, d["old_train"], init_rng)
+        params = classify.init_params(old_model, d["old_train"], init_rng)
         evaluate = self._evaluator("old")
         bs = self.cfg.eval_batch_size
-        from profit_optax.registry import plain_method
+        from experiments.methods import plain_method
 
         result = train(
-            plain_method("pretrain_adamw", transfer.pretrain_optimizer(cfg)),
+            plain_method("pretrain_adamw", classify.pretrain_optimizer(cfg)),
             params,
-            transfer.make_loss_fn(old_model, self.cfg.augment),
+            classify.make_loss_fn(old_model, self.cfg.augment),
             train_batches(d["old_train"], cfg.batch_size, seed=cfg.seed),
             cfg.num_steps,
             rng=train_rng,
@@ -147,9 +159,12 @@ class Suite:
             },
             eval_every=cfg.eval_every,
             progress=self.progress,
+            parallel=self.parallel,
         )
         params = result.eval_params
-        results.write_text_atomic(self._params_path(), flax.serialization.to_bytes(params))
+        if jax.process_index() == 0:  # replicated: every process holds the whole model
+            host = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
+            results.write_text_atomic(self._params_path(), flax.serialization.to_bytes(host))
         return {
             "history": result.history,
             "old_val_acc": result.history[-1]["old_val_acc"],
@@ -158,15 +173,24 @@ class Suite:
         }
 
     def pretrain(self) -> dict[str, Any]:
-        return self.runner.run_all([(self.pretrain_config(), self._pretrain)])[0]
+        """The pretraining record; on the same-label tasks with the pretrained model's
+        accuracies on both tasks before fine-tuning (``start``: the same head reads both)."""
+        out = dict(self.runner.run_all([(self.pretrain_config(), self._pretrain)])[0])
+        if self.kind != "class_split":
+            out["start"] = {w: self.accuracies(self.start_params, w) for w in ("val", "test")}
+        return out
 
     @functools.cached_property
     def pretrained(self) -> Any:
+        if jax.process_count() > 1:  # process 0 writes the parameters: wait for it
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("pretrained parameters")
         path = self._params_path()
         if not path.exists():  # only the JSON records of a cache are committed
             self._pretrain()
         template = jax.eval_shape(
-            lambda: transfer.init_params(self.models[0], self.data["old_train"], jax.random.key(0))
+            lambda: classify.init_params(self.models[0], self.data["old_train"], jax.random.key(0))
         )
         return flax.serialization.from_bytes(template, path.read_bytes())
 
@@ -174,7 +198,7 @@ class Suite:
     def start_params(self) -> Any:
         if self.kind != "class_split":  # same labels: the whole model, head included
             return self.pretrained
-        return transfer.finetune_params(self.pretrained, self.models[1], self.data["new_train"])
+        return classify.finetune_params(self.pretrained, self.models[1], self.data["new_train"])
 
     def accuracies(self, params: Any, which: str) -> dict[str, float]:
         """Old- and new-task accuracy of ``params`` on the ``which`` split (val or test).
@@ -183,34 +207,40 @@ class Suite:
         head, on clean (old) and shifted or later (new) images.
         """
         d, bs = self.data, self.cfg.eval_batch_size
+        if self.parallel is not None:
+            params = self.parallel.replicate(params)
         old_params = params
         if self.kind == "class_split":
-            old_params = {**params, transfer.HEAD: self.pretrained[transfer.HEAD]}
+            head = self.pretrained[classify.HEAD]
+            if self.parallel is not None:
+                head = self.parallel.replicate(head)
+            old_params = {**params, classify.HEAD: head}
         old = self._evaluator("old")(old_params, eval_batches(d[f"old_{which}"], bs))
         new = self._evaluator("new")(params, eval_batches(d[f"new_{which}"], bs))
         return {"old": old["accuracy"], "new": new["accuracy"]}
 
     # --- fine-tuning -----------------------------------------------------------------
 
-    def build(self, label: str, hparams: Mapping[str, Any]):
-        from profit_optax import registry
+    def build(self, label: str, hparams: Mapping[str, Any], calls: int = 0):
+        """The registry method of ``label`` (``profit_warmup``: AdamW for a share of the
+        gradient budget, also in the ``@main`` rows)."""
+        del calls  # a constant learning rate: the method does not depend on the run length
+        from experiments import methods as registry
 
-        spec = self.cfg.methods[label] if label in self.cfg.methods else None
-        method = spec.method if spec else label
-        fixed = spec.fixed.to_dict() if spec else {}
+        spec = self.cfg.methods[label]
         params = self.start_params
-        kwargs = {**transfer.default_mask_fn(params), **fixed, **hparams}
-        if method == "profit_warmup":  # a share of the gradient budget (also for @main rows)
+        kwargs = {**classify.default_mask_fn(params), **spec.fixed.to_dict(), **hparams}
+        if spec.method == "profit_warmup":
             ft = self.cfg.finetune
             kwargs["warmup_steps"] = registry.warmup_steps(
                 ft.warmup_fraction, ft.budget, hparams.get("n_ref", 1)
             )
-        return registry.make_method(method, params, **kwargs)
+        return registry.make_method(spec.method, params, **kwargs)
 
-    def finetune_config(
-        self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int = 0
+    def job(
+        self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int
     ) -> dict[str, Any]:
-        """The job's full configuration (its cache key). ``calls`` 0: the budget."""
+        """The run's full configuration (its cache key); ``calls`` only when not the budget."""
         spec = self.cfg.methods[label]
         out = {
             **self.pretrain_config(),
@@ -225,16 +255,15 @@ class Suite:
         }
         if self.kind != "class_split":
             out["task"] = self.cfg.task.to_dict()
-        if calls and calls != self.cfg.finetune.budget:
+        if calls != self.cfg.finetune.budget:
             out["calls"] = calls
         return out
 
-    def _finetune(
-        self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int = 0
+    def finetune(
+        self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int
     ) -> dict[str, Any]:
         ft, d = self.cfg.finetune, self.data
-        method = self.build(label, hparams)
-        calls = calls or ft.budget
+        method = self.build(label, hparams, calls)
         every = calls // ft.curve_points
         if every % method.period or calls % method.period:
             raise ValueError(
@@ -242,9 +271,8 @@ class Suite:
             )
         start = time.perf_counter()
         state_metrics = _profit_diagnostics if protocol.is_profit(method.name) else None
-        trainer = Trainer(
-            method, transfer.make_loss_fn(self.models[1], self.cfg.augment), None, state_metrics
-        )
+        loss = classify.make_loss_fn(self.models[1], self.cfg.augment)
+        trainer = Trainer(method, loss, self.parallel, state_metrics)
         res = trainer.fit(
             self.start_params,
             train_batches(d["new_train"], ft.batch_size, seed=seed),
@@ -267,10 +295,25 @@ class Suite:
             "wall_time_s": time.perf_counter() - start,
         }
 
-    def finetune_all(self, runs) -> list[dict[str, Any]]:
-        """Records of ``(label, hparams, seed, split[, calls])`` runs (one sharded batch)."""
-        jobs = [(self.finetune_config(*r), functools.partial(self._finetune, *r)) for r in runs]
-        return self.runner.run_all(jobs)
+    def extra_rows(self, selections: Mapping[str, protocol.Selection]) -> dict[str, dict]:
+        """PROFIT's ablations at its selected point: λ ratio and n_ref (not compared)."""
+        ab = self.cfg.ablation
+        if not (ab.ratios or ab.n_refs):
+            return {}
+        base = selections[ab.method].hparams
+        rows = {}
+        for ratio in ab.ratios:
+            hp = {**base, "ref_ratio": ratio}
+            rows[f"ablation:ratio={ratio:g}"] = {"hparams": hp}
+        for n_ref in ab.n_refs:
+            at = {k: v for k, v in base.items() if k != "n_ref"}  # n_ref 1 is the default
+            rows[f"ablation:n_ref={n_ref}"] = {
+                "hparams": {**at, "n_ref": n_ref} if n_ref != 1 else at
+            }
+        return {
+            k: {"method": ab.method, "base": ab.method, "compared": False, **v}
+            for k, v in rows.items()
+        }
 
 
 def _profit_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
@@ -281,103 +324,3 @@ def _profit_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
     d = diagnostics(opt_state)
     removed = d["removed_norm"] / jax.numpy.maximum(d["grad_norm"], 1e-30)
     return {"conflict": d["conflict"], "cos_g_delta": d["cos_g_delta"], "removed_frac": removed}
-
-
-def criterion(record: Mapping[str, Any]) -> float:
-    """Selection score (lower is better): −(mean of old and new validation accuracy)."""
-    score = -protocol.metric(record["val"], "mean")
-    return score if math.isfinite(score) else math.inf
-
-
-def plateau(row: Mapping[str, Any], tail: float = 0.3) -> dict[str, Any]:
-    """New-task validation accuracy over the last ``tail`` of the run (mean over seeds).
-
-    ``gain`` is the rise from the first point of that window to the end; the run
-    has plateaued when it is below 0.5 points.
-    """
-    curves = [
-        [(p["step"], p["val_new"]) for p in r["curve"] if "val_new" in p] for r in row["runs"]
-    ]
-    steps = [s for s, _ in curves[0]]
-    mean = np.mean([[v for _, v in c] for c in curves], axis=0)
-    first = next(i for i, s in enumerate(steps) if s >= (1 - tail) * steps[-1])
-    gain = float(mean[-1] - mean[first])
-    return {"from_step": steps[first], "gain": gain, "plateaued": gain < 0.005}
-
-
-def run(suite: Suite) -> dict[str, Any]:
-    cfg = suite.cfg
-    seeds, tuning = tuple(cfg.seeds), tuple(cfg.tuning_seeds)
-    start = time.perf_counter()
-    out: dict[str, Any] = {"name": cfg.name, "config": cfg.to_dict(), "spread": results.SPREAD}
-    out["pretrained"] = suite.pretrain()
-    if suite.kind != "class_split":  # the same head reads both: report both accuracies
-        out["pretrained"]["start"] = {
-            which: suite.accuracies(suite.start_params, which) for which in ("val", "test")
-        }
-
-    def score(points):
-        runs = [(lb, hp, s, "val") for lb, hp in points for s in tuning]
-        recs = suite.finetune_all(runs)
-        groups = [recs[i : i + len(tuning)] for i in range(0, len(recs), len(tuning))]
-        return [float(np.mean([criterion(r) for r in g])) for g in groups]
-
-    grids = {k: {g: tuple(v) for g, v in s.grid.to_dict().items()} for k, s in cfg.methods.items()}
-    selections = protocol.tune(grids, score, max_widening=cfg.max_grid_widening)
-    # PROFIT's n_ref, chosen on validation at each PROFIT row's selected point.
-    profit_labels = [k for k in selections if protocol.is_profit(cfg.methods[k].method)]
-    selections = protocol.refine(
-        selections, profit_labels, "n_ref", tuple(cfg.get("n_ref_grid", ())), score, default=1
-    )
-    out["selection"] = {k: v.to_json() for k, v in selections.items()}
-
-    rows: dict[str, dict[str, Any]] = {
-        label: {"method": cfg.methods[label].method, "hparams": sel.hparams}
-        for label, sel in selections.items()
-    }
-    ab = cfg.ablation
-    base = selections[ab.method].hparams
-    for ratio in ab.ratios:
-        rows[f"ablation:ratio={ratio:g}"] = {
-            "method": ab.method,
-            "hparams": {**base, "ref_ratio": ratio},
-            "base": ab.method,
-        }
-    for n_ref in ab.n_refs:
-        at = {k: v for k, v in base.items() if k != "n_ref"}  # n_ref 1 is the default
-        rows[f"ablation:n_ref={n_ref}"] = {
-            "method": ab.method,
-            "hparams": {**at, "n_ref": n_ref} if n_ref != 1 else at,
-            "base": ab.method,
-        }
-    # The second budget view: selected methods again with equal *main* steps (their
-    # selected hyper-parameters; calls = budget x gradients per step).
-    for label in cfg.get("main_steps_rows", ()):
-        if label not in selections:
-            continue
-        method = suite.build(label, selections[label].hparams)
-        if method.grads_per_step > 1:
-            rows[f"{label}@main"] = {
-                "method": cfg.methods[label].method,
-                "hparams": selections[label].hparams,
-                "base": label,
-                "calls": cfg.finetune.budget * method.grads_per_step,
-            }
-    runs = [
-        (row.get("base", label), row["hparams"], s, "test", row.get("calls", 0))
-        for label, row in rows.items()
-        for s in seeds
-    ]
-    protocol.attach_runs(rows, seeds, suite.finetune_all(runs))
-    best = protocol.best_baseline(selections, {k: cfg.methods[k].method for k in selections})
-    out["best_baseline"] = best
-    out["plateau"] = plateau(rows[best])
-    compared = [
-        label
-        for label, row in rows.items()
-        if protocol.is_profit(row["method"]) and not label.startswith("ablation:")
-    ]
-    out["comparisons"] = protocol.paired_to(rows, best, compared)
-    out["rows"] = rows
-    out["wall_time_s"] = time.perf_counter() - start
-    return out

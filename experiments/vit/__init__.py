@@ -1,1 +1,1 @@
-"""ViT fine-tuning experiment: pretrain on an old task, fine-tune each optimizer on a new task."""
+"""The ViT-mini (and the named ViT sizes) of the recipe suites and the benchmarks."""

@@ -1,4 +1,4 @@
-"""Registry of fine-tuning methods compared in the experiments.
+"""The table of fine-tuning methods compared in the experiments (the registry).
 
 Every method is one entry of ``_METHODS``: its hyper-parameters with defaults,
 the masks it needs, and a builder returning the optax transformation plus how
@@ -33,12 +33,9 @@ import numpy as np
 import optax
 import optax.contrib
 
-from profit_optax._src.ftp import ftp
-from profit_optax._src.l2sp import l2sp
-from profit_optax._src.masks import invert_mask, resolve_static_mask
-from profit_optax._src.profit import DEFAULT_REF_SCALE, profit
-from profit_optax._src.readers import ref_params
-from profit_optax._src.warmup import warmup_then
+from profit_optax import DEFAULT_REF_SCALE, ftp, l2sp, profit, ref_params, warmup_then
+from profit_optax._src.masks import resolve_static_mask
+from profit_optax.masks import invert_mask
 
 Params = Any
 Stored = Any
@@ -430,7 +427,7 @@ def available_methods() -> list[str]:
     """Names accepted by :func:`make_method`, in registry order.
 
     Example:
-      >>> from profit_optax.registry import available_methods
+      >>> from experiments.methods import available_methods
       >>> available_methods()[:3]
       ['sgd', 'adam', 'adamw']
     """
@@ -492,7 +489,7 @@ def make_method(
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
-      >>> from profit_optax.registry import make_method
+      >>> from experiments.methods import make_method
       >>> params = {"w": jnp.ones(3)}
       >>> method = make_method("lookahead", params, learning_rate=0.1)
       >>> method.hparams["sync_period"], method.period

@@ -1,4 +1,5 @@
-"""Pretraining on the old task and fine-tuning with a registry method on the new task."""
+"""The paper toy's training loops: pretraining from scratch and fine-tuning with a registry
+method, each a jitted ``lax.scan`` over chunks of mini-batch indices."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
 from experiments.common.train import MethodLike
-from experiments.toy2d.data import Split, ToyData, batch_indices
-from experiments.toy2d.model import mse
+from experiments.paper_toy.data import Split, ToyData, batch_indices
+from experiments.paper_toy.model import mse
 
 Params = Any
 
@@ -36,27 +36,6 @@ def _chunks(total: int, size: int) -> list[tuple[int, int]]:
 def init_params(model: nn.Module, seed: int) -> Params:
     """Initial MLP parameters for ``seed``."""
     return model.init(jax.random.key(seed), jnp.zeros((1, 2), jnp.float32))["params"]
-
-
-def pretrain(
-    model: nn.Module,
-    data: ToyData,
-    cfg: ConfigDict,
-    seed: int,
-    *,
-    progress: bool = True,
-) -> tuple[Params, dict[str, float]]:
-    """Trains ``model`` from scratch on the old task with Adam (cosine-decayed lr).
-
-    Returns the converged parameters and their old/new validation MSE.
-    """
-    schedule = optax.cosine_decay_schedule(
-        cfg.learning_rate, cfg.steps, alpha=cfg.final_learning_rate / cfg.learning_rate
-    )
-    params = train_from_scratch(
-        model, data, optax.adam(schedule), cfg.steps, cfg.batch_size, seed, progress=progress
-    )
-    return params, evaluate(model, params, data.old.val, data.new.val)
 
 
 def train_from_scratch(
@@ -107,11 +86,6 @@ def _stream(seed: int, purpose: int) -> int:
     return int(np.random.SeedSequence([seed, purpose]).generate_state(1)[0])
 
 
-def finetune_order(data: ToyData, cfg: ConfigDict, steps: int, seed: int) -> np.ndarray:
-    """The fine-tuning mini-batch order for ``seed``; shared by every method."""
-    return batch_indices(data.new.train.x.shape[0], cfg.batch_size, steps, _stream(seed, 2))
-
-
 @dataclasses.dataclass(frozen=True)
 class FinetuneResult:
     """Outcome of fine-tuning one method from one pretrained model."""
@@ -119,7 +93,7 @@ class FinetuneResult:
     params: Params
     test: dict[str, float]  # final old/new test MSE (empty if not evaluated)
     val: dict[str, float]  # final old/new validation MSE
-    curve: list[dict[str, float]]  # {"step", "old", "new"} on the validation splits
+    curve: list[dict[str, float]]  # {"step", "val_old", "val_new"}
     wall_time: float  # seconds, including compilation
 
 
@@ -161,7 +135,11 @@ def finetune(
         carry, _ = jax.lax.scan(step, carry, idx)
         return carry, method.eval_params(*carry)
 
-    curve = [{"step": 0, **evaluate(model, params, data.old.val, data.new.val)}]
+    def val_point(step: int, p: Params) -> dict[str, float]:
+        errors = evaluate(model, p, data.old.val, data.new.val)
+        return {"step": step, **{f"val_{k}": v for k, v in errors.items()}}
+
+    curve = [val_point(0, params)]
     carry = (stored, opt_state)
     final = params
     with tqdm(total=steps, desc=f"  {method.name}", disable=not progress, leave=False) as bar:
@@ -169,7 +147,7 @@ def finetune(
             carry, final = run(carry, jnp.asarray(order[s:e]))
             bar.update(e - s)
             if e % method.period == 0:
-                curve.append({"step": e, **evaluate(model, final, data.old.val, data.new.val)})
+                curve.append(val_point(e, final))
     final = jax.block_until_ready(final)
     wall = time.perf_counter() - start
     return FinetuneResult(

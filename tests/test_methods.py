@@ -1,4 +1,4 @@
-"""Tests for profit_optax.registry."""
+"""Tests for experiments.methods."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import numpy as np
 import optax
 import pytest
 
-from profit_optax._src.masks import embedding_mask, head_mask
-from profit_optax.registry import (
+from experiments.methods import (
     Method,
     available_methods,
     make_method,
     method_bytes_per_param,
     state_bytes_per_param,
 )
+from profit_optax.masks import embedding_mask, head_mask
 
 EXPECTED_METHODS = [
     "sgd",
@@ -386,7 +386,7 @@ def test_docs_memory_table_is_current():
     """docs/baselines.md embeds memory_table() for ViT-Ti/4 (CIFAR-100 head); keep it in sync."""
     import pathlib
 
-    from profit_optax.registry import memory_table
+    from experiments.methods import memory_table
 
     shapes = vit_tiny_shapes()
     table = memory_table(shapes, head_mask=head_mask(shapes), embed_mask=embedding_mask(shapes))
