@@ -41,5 +41,6 @@ __all__ = [
 
 
 def __dir__() -> list[str]:
-    """The public API and ``__version__``: what ``dir(profit_optax)`` and tab completion show."""
-    return sorted([*__all__, "__version__"])
+    """The public API, ``__all__`` and ``__version__``: what ``dir(profit_optax)`` and tab
+    completion show (Sphinx's autosummary follows ``__all__`` only if ``dir()`` lists it)."""
+    return sorted([*__all__, "__all__", "__version__"])

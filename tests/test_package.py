@@ -13,8 +13,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import profit_optax
 
 PACKAGE_DIR = Path(profit_optax.__file__).resolve().parent
@@ -118,9 +116,9 @@ def test_import_loads_only_the_library():
 
 
 def test_dir_shows_the_public_api_only():
-    """``dir(profit_optax)`` (and tab completion) lists the public names and ``__version__``,
-    not the imports (``annotations``, ``importlib``, ``Any``) or ``_src``."""
-    assert dir(profit_optax) == sorted([*profit_optax.__all__, "__version__"])
+    """``dir(profit_optax)`` (and tab completion) lists the public names, ``__all__`` and
+    ``__version__``, not the imports (``annotations``, ``importlib``, ``Any``) or ``_src``."""
+    assert dir(profit_optax) == sorted([*profit_optax.__all__, "__all__", "__version__"])
     assert all(not name.startswith("_") for name in profit_optax.__all__)
     assert len(set(profit_optax.__all__)) == len(profit_optax.__all__)
     # every public object the package binds is in __all__
