@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"need {args.devices} devices, have {jax.devices()}")
         with tempfile.TemporaryDirectory() as tmp:  # a child process with enough devices
             path = args.json or os.path.join(tmp, "collectives.json")
-            child = [*argv, f"--json={path}"]  # the last --json wins
+            child = argv if args.json else [*argv, f"--json={path}"]
             sys.stdout.write(C.run_subprocess("collectives", child, devices=args.devices))
             with open(path) as f:
                 return json.load(f)
