@@ -1,4 +1,5 @@
-"""Shared helpers: environment report, parameter trees, interleaved timing.
+"""Shared helpers: environment and provenance, parameter trees, the training step every
+benchmark compiles, the subprocess runner and the interleaved timing.
 
 The analysis of compiled programs (HLO) is in :mod:`benchmarks.hlo`.
 """
@@ -10,15 +11,20 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------
 # Environment.
@@ -82,11 +88,25 @@ def env_markdown(info: dict[str, Any]) -> str:
     )
 
 
-def report(res: dict[str, Any], markdown: Any, json_path: str | None) -> dict[str, Any]:
-    """Prints the environment and ``markdown(res)``, writes ``res`` as JSON; returns ``res``."""
+def report(
+    res: dict[str, Any],
+    markdown: Callable[[dict[str, Any]], str],
+    json_path: str | None,
+    *,
+    name: str,
+    argv: Sequence[str] | None,
+) -> dict[str, Any]:
+    """Prints the environment and ``markdown(res)``; with ``json_path``, adds the provenance
+    (``res["environment"]``: the command ``python -m benchmarks.<name> ...``, git commit,
+    versions, date) and writes ``res`` there as JSON. Returns ``res``."""
     print(env_markdown(res["env"]))
     print()
     print(markdown(res))
+    if json_path:
+        from experiments.common import results  # provenance: command, commit, versions
+
+        args = " ".join(argv if argv is not None else sys.argv[1:])
+        res["environment"] = results.environment(f"python -m benchmarks.{name} {args}".strip())
     write_json(json_path, res)
     return res
 
@@ -159,6 +179,122 @@ def large_elems(params: Any, min_elems: int) -> int:
 
 
 # ----------------------------------------------------------------------------
+# The training step: built one way for every benchmark.
+
+
+def make_step(
+    tx: optax.GradientTransformation,
+    loss_fn: Callable[[Any, Any], jax.Array] | None = None,
+    *,
+    one_call: bool = False,
+    return_loss: bool = True,
+    prepare_state: Callable[[Any], Any] | None = None,
+) -> Callable:
+    """The step ``(stored, state, x) -> (stored, state[, loss])`` that the benchmarks compile.
+
+    ``loss_fn=None``: ``x`` is the gradient; the step is ``tx.update`` and
+    ``optax.apply_updates`` alone (the update benchmark). Otherwise ``x`` is a batch
+    and the gradient is ``jax.value_and_grad(loss_fn)(params, x)``, ``params`` being
+    ``stored`` or, for Lookahead's ``LookaheadParams``, its fast weights; the loss is
+    returned unless ``return_loss=False``. ``one_call=True``: every leaf of ``x`` is
+    stacked ``n_ref + 1`` deep; the first slice gives the gradient and ``tx.update``
+    receives ``grad_fn(p, i)``, the gradient on slice ``i + 1`` (PROFIT's one-call
+    mode). ``prepare_state`` maps the state before the update (e.g. fixes PROFIT's
+    phase at compile time).
+    """
+
+    def step(stored, state, x):
+        if prepare_state is not None:
+            state = prepare_state(state)
+        extra: dict[str, Any] = {}
+        loss = None
+        if loss_fn is None:
+            grads = x
+        else:
+            params = stored.fast if isinstance(stored, optax.LookaheadParams) else stored
+            batch = jax.tree.map(lambda b: b[0], x) if one_call else x
+            loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+            if one_call:
+                extra["grad_fn"] = lambda p, i: jax.grad(loss_fn)(
+                    p, jax.tree.map(lambda b: b[i + 1], x)
+                )
+        updates, state = tx.update(grads, state, stored, **extra)
+        stored = optax.apply_updates(stored, updates)
+        return (stored, state) if loss is None or not return_loss else (stored, state, loss)
+
+    return step
+
+
+def jit_step(step: Callable, *, donate: bool = True) -> Any:
+    """``jax.jit(step)``, the stored parameters and the optimizer state donated."""
+    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+
+
+def abstract(tree: Any) -> Any:
+    """Shapes and dtypes of ``tree``'s arrays (``ShapeDtypeStruct`` leaves are kept as they are)."""
+    keep = lambda x: isinstance(x, jax.ShapeDtypeStruct)
+    return jax.tree.map(lambda x: x if keep(x) else jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def compile_step(step: Callable, *args: Any, donate: bool = True) -> Any:
+    """``jit_step(step)`` lowered for the shapes of ``args`` and compiled (nothing executed)."""
+    return jit_step(step, donate=donate).lower(*abstract(args)).compile()
+
+
+def fresh_copy(tree: Any) -> Any:
+    """Leaf-by-leaf copies: no two leaves share a buffer (donation needs that).
+
+    ``optax.contrib.sam``'s init stores ``cache=params`` and
+    ``optax.LookaheadParams.init_synced`` one buffer as fast and slow weights.
+    """
+    return jax.tree.map(jnp.copy, tree)
+
+
+# ----------------------------------------------------------------------------
+# One configuration in a process of its own.
+
+
+def subprocess_env(devices: int | None = None) -> dict[str, str]:
+    """This process's environment for a child that imports ``benchmarks`` from this tree;
+    with ``devices``, on that many (simulated) CPU devices."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    if devices is not None:
+        flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+        env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
+        env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def run_subprocess(
+    module: str, args: Sequence[str], *, devices: int | None = None, timeout: float | None = None
+) -> str:
+    """Runs ``python -m benchmarks.<module> *args`` in a fresh process and returns its stdout.
+
+    A process of its own gives a configuration its own memory high-water mark and
+    compilation, or a device count that this process, its backend started, cannot have.
+
+    Raises:
+      RuntimeError: the process failed; the message ends with its stderr.
+    """
+    cmd = [sys.executable, "-m", f"benchmarks.{module}", *args]
+    proc = subprocess.run(
+        cmd,
+        env=subprocess_env(devices),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd[1:])} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    return proc.stdout
+
+
+# ----------------------------------------------------------------------------
 # Interleaved timing.
 
 
@@ -188,14 +324,18 @@ def interleaved_timing(
     on a loaded machine adjacent measurements share most of the load.
 
     Returns a dict name -> {"median_ms", "min_ms", "max_ms", "times_ms", and with a
-    baseline "ratio_median", "ratio_min", "ratio_max", "ratios"}; plus "rounds".
+    baseline "ratio_median", "ratio_min", "ratio_max", "ratios"}; plus "rounds",
+    "calls_per_block" and "load1" (the 1-minute load average at the start of each round).
     """
     for it in items:
         for _ in range(warmup_blocks):
             it.run(calls_per_block)
     t_start = time.perf_counter()
     done = 0
+    loads: list[float | None] = []
     for r in range(rounds):
+        la = load_average()
+        loads.append(None if la is None else la[0])
         order = list(items[r % len(items) :]) + list(items[: r % len(items)])
         for it in order:
             t0 = time.perf_counter()
@@ -204,7 +344,7 @@ def interleaved_timing(
         done += 1
         if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
             break
-    out: dict[str, Any] = {"rounds": done, "calls_per_block": calls_per_block}
+    out: dict[str, Any] = {"rounds": done, "calls_per_block": calls_per_block, "load1": loads}
     base = next((it for it in items if it.name == baseline), None)
     for it in items:
         ms = [t * 1e3 for t in it.times]

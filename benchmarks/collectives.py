@@ -11,11 +11,14 @@ type (Explicit and Auto). It then counts the collectives in the optimized HLO
 Collectives inside PROFIT's main-phase ``jax.lax.cond`` run only on main calls
 (one call in ``n_ref + 1``); the rest run on every call.
 
-    python benchmarks/collectives.py --devices 8 --width 512 --depth 4 --markdown
-    python benchmarks/collectives.py --json out.json     # machine-readable
+    PYTHONPATH=. python -m benchmarks.collectives --devices 8 --width 512 --depth 4
+    PYTHONPATH=. python -m benchmarks.collectives --json out.json     # machine-readable
 
-Without a GPU/TPU the devices are simulated CPU devices
-(``--xla_force_host_platform_device_count``), set before jax is imported.
+The step is ``_common.make_step`` with the parameters and the state donated.
+Where this process has fewer devices than ``--devices`` (on a CPU: its backend
+started with one), the benchmark runs in a child process on simulated CPU
+devices (``--xla_force_host_platform_device_count``, through
+``_common.run_subprocess``).
 """
 
 from __future__ import annotations
@@ -25,11 +28,20 @@ import itertools
 import json
 import os
 import sys
+import tempfile
 from collections import Counter
 from typing import Any
 
-if not __package__:  # run as a script (`python benchmarks/collectives.py`): find `benchmarks`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import profit_optax
+from benchmarks import _common as C
+from benchmarks import hlo
 
 CONFIGS = ("adam", "profit", "profit_nref2", "profit_auto", "profit_per_tensor")
 
@@ -43,22 +55,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--axis-types", default="Explicit,Auto")
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    return p.parse_args(argv)
-
-
-def _ensure_devices(n: int) -> None:
-    """Simulated CPU devices, if jax has not started yet and no accelerator is asked for."""
-    if "jax" in sys.modules:
-        return
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={n}"])
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    p.add_argument(
+        "--quick", action="store_true", help="width 64, depth 2, Adam and PROFIT, Explicit axes"
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.width, args.depth, args.configs, args.axis_types = 64, 2, "adam,profit", "Explicit"
+    return args
 
 
 def build_params(width: int, depth: int, d_in: int, d_out: int):
-    import numpy as np
-
     sizes = [d_in] + [width] * (depth - 1) + [d_out]
     rng = np.random.default_rng(0)
     return {
@@ -71,10 +77,6 @@ def build_params(width: int, depth: int, d_in: int, d_out: int):
 
 
 def make_tx(name: str):
-    import optax
-
-    import profit_optax
-
     adam = optax.adam(1e-3)
     return {
         "adam": lambda: adam,
@@ -99,13 +101,6 @@ def compile_step(config: str, axis_type: str, args: argparse.Namespace, phase: s
     compile-time constant (the first reference call / the main call), so XLA
     folds PROFIT's conditionals and the program is exactly what that call runs.
     """
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-    from jax.sharding import AxisType, NamedSharding
-    from jax.sharding import PartitionSpec as P
-
     d = args.devices
     mesh = jax.make_mesh((d,), ("fsdp",), axis_types=(AxisType[axis_type],))
     params = build_params(args.width, args.depth, d_in=args.width // 4, d_out=16)
@@ -131,14 +126,11 @@ def compile_step(config: str, axis_type: str, args: argparse.Namespace, phase: s
         return jnp.mean(jnp.square(h - batch["y"]))
 
     tx = make_tx(config)
-
-    def step(p, state, batch):
-        if phase != "dynamic":
-            count = N_REF[config] if phase == "main" else 0
-            state = state._replace(count=np.int32(count))  # folded by XLA
-        loss, grads = jax.value_and_grad(loss_fn)(p, batch)
-        updates, state = tx.update(grads, state, p)
-        return optax.apply_updates(p, updates), state, loss
+    fix_phase = None
+    if phase != "dynamic":
+        count = np.int32(N_REF[config] if phase == "main" else 0)
+        fix_phase = lambda state: state._replace(count=count)  # folded by XLA
+    step = C.make_step(tx, loss_fn, prepare_state=fix_phase)
 
     n = d * args.batch_per_device
     batch = {
@@ -165,14 +157,11 @@ def compile_step(config: str, axis_type: str, args: argparse.Namespace, phase: s
         abstract_b = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=b_sh), batch
         )
-        lowered = jax.jit(step, donate_argnums=(0, 1)).lower(abstract_p, abstract_s, abstract_b)
-        return lowered.compile().as_text()
+        return C.compile_step(step, abstract_p, abstract_s, abstract_b).as_text()
 
 
 def analyse_program(text: str, devices: int, base=None) -> dict[str, Any]:
     """Collectives of one program; with ``base`` (Adam's), what it adds buffer by buffer."""
-    from benchmarks import hlo
-
     colls = hlo.collectives(text, devices)
     res: dict[str, Any] = {
         "summary": hlo.summarize(colls),
@@ -198,8 +187,6 @@ def analyse_program(text: str, devices: int, base=None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks import hlo
-
     results: dict[str, Any] = {}
     for axis_type in args.axis_types.split(","):
         per_config: dict[str, Any] = {}
@@ -265,14 +252,19 @@ def markdown(payload: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse_args(argv)
-    _ensure_devices(args.devices)
-    import jax
-
+    argv = list(argv if argv is not None else sys.argv[1:])
     if jax.device_count() < args.devices:
-        raise SystemExit(f"need {args.devices} devices, have {jax.devices()}")
+        if f"device_count={args.devices}" in os.environ.get("XLA_FLAGS", ""):
+            raise SystemExit(f"need {args.devices} devices, have {jax.devices()}")
+        with tempfile.TemporaryDirectory() as tmp:  # a child process with enough devices
+            path = args.json or os.path.join(tmp, "collectives.json")
+            child = argv if args.json else [*argv, f"--json={path}"]
+            sys.stdout.write(C.run_subprocess("collectives", child, devices=args.devices))
+            with open(path) as f:
+                return json.load(f)
     params = build_params(args.width, args.depth, d_in=args.width // 4, d_out=16)
     payload = {
-        "command": "python benchmarks/collectives.py " + " ".join(argv or sys.argv[1:]),
+        "env": C.env_info(),
         "devices": args.devices,
         "width": args.width,
         "depth": args.depth,
@@ -282,12 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "backend": jax.default_backend(),
         "results": run(args),
     }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=1)
-    if args.markdown:
-        print(markdown(payload))
-    return payload
+    return C.report(payload, markdown, args.json, name="collectives", argv=argv)
 
 
 if __name__ == "__main__":

@@ -38,27 +38,7 @@ def _steps(loss_fn, n_ref: int | None, one_call: bool):
         tx = profit_optax.profit(
             optax.adam(LR), optax.sgd(LR / 100), n_ref=n_ref, one_call=one_call
         )
-
-    if one_call:
-
-        def step(params, state, batches):
-            first = jax.tree.map(lambda b: b[0], batches)
-            grads = jax.grad(loss_fn)(params, first)
-
-            def grad_fn(p, i):
-                return jax.grad(loss_fn)(p, jax.tree.map(lambda b: b[i + 1], batches))
-
-            updates, state = tx.update(grads, state, params, grad_fn=grad_fn)
-            return optax.apply_updates(params, updates), state
-
-    else:
-
-        def step(params, state, batch):
-            grads = jax.grad(loss_fn)(params, batch)
-            updates, state = tx.update(grads, state, params)
-            return optax.apply_updates(params, updates), state
-
-    return step, tx
+    return C.make_step(tx, loss_fn, one_call=one_call, return_loss=False), tx
 
 
 def time_compile(w, n_ref: int | None, one_call: bool, repeats: int) -> dict[str, Any]:
@@ -71,11 +51,9 @@ def time_compile(w, n_ref: int | None, one_call: bool, repeats: int) -> dict[str
         batch = w.batch
         if one_call:
             batch = jax.tree.map(lambda b: jnp.stack([b] * (n_ref + 1)), w.batch)
-        args = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (params, state, batch)
-        )
+        args = C.abstract((params, state, batch))
         t0 = time.perf_counter()
-        lowered = jax.jit(step, donate_argnums=(0, 1)).lower(*args)
+        lowered = C.jit_step(step).lower(*args)
         t1 = time.perf_counter()
         compiled = lowered.compile()
         t2 = time.perf_counter()
@@ -147,7 +125,7 @@ def main(argv=None) -> dict[str, Any]:
     if args.quick:
         args.workloads, args.n_refs, args.repeats = ["mlp_fmnist"], [1], 1
     res = run(args.workloads, args.n_refs, args.repeats)
-    return C.report(res, markdown, args.json)
+    return C.report(res, markdown, args.json, name="compile_time", argv=argv)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 For each model (ViT-B/16 ≈ 86M parameters, ViT-L/16 ≈ 304M parameters, at 224×224)
 and each method (``optax.adam``, ``optax.adamw``, and
 ``profit_optax.profit(optax.adam(lr), optax.sgd(lr / 100))`` in alternating mode),
-one full training step is jitted: forward, backward, optimizer update and
-``optax.apply_updates``, with the parameters and the optimizer state donated.
+one full training step (``_common.make_step``) is jitted: forward, backward,
+optimizer update and ``optax.apply_updates``, with the parameters and the
+optimizer state donated.
 Parameters, images and compute are bfloat16 (the loss is taken in float32);
 each optimizer keeps its state in the parameters' dtype (optax's default),
 PROFIT accumulates its reductions in float32 itself.
@@ -19,20 +20,23 @@ Reported per model and method:
   during the steps alone (the high-water mark is reset after initialisation
   through ``/proc/self/clear_refs``; ``getrusage``'s ``ru_maxrss`` reads the
   same reset mark on Linux, it is kept in the JSON as a cross-check);
-* the wall-clock time per gradient evaluation: every method is timed over
-  pairs of consecutive calls (one PROFIT cycle = one reference + one main call),
-  divided by 2; median over pairs. Configurations run round-robin (one process
-  each), and the 1-minute load average is recorded with every timing.
+* the wall-clock time per gradient evaluation: every method is timed in blocks
+  of two consecutive calls (one PROFIT cycle = one reference + one main call) by
+  ``_common.interleaved_timing``, divided by 2; median over blocks.
+  Configurations run round-robin, one process each (``_common.run_subprocess``),
+  and the 1-minute load average is recorded with every block.
 
 ``fit`` finds the largest model of a family (fixed width, heads and MLP size;
 the depth varies) whose compiled peak estimate fits a memory budget, per
 method, from compiles alone (nothing is executed): it compiles the step at two
 depths, fits the estimate as affine in the depth, and solves for the budget.
 
-    python benchmarks/large_models.py run --models B/16,L/16 --batch 2 --rounds 2 \\
-        --json large.json --markdown
-    python benchmarks/large_models.py fit --families L,G --budget-gib 22 --batch 2 --markdown
-    python benchmarks/large_models.py one --model B/16 --method profit --batch 2   # one config
+    PYTHONPATH=. python -m benchmarks.large_models run --models B/16,L/16 --batch 2 \\
+        --rounds 2 --json large.json
+    PYTHONPATH=. python -m benchmarks.large_models fit --families L,G --depths 1,4 \\
+        --budget-gib 22 --batch 2
+    PYTHONPATH=. python -m benchmarks.large_models one --model B/16 --method profit  # one
+    PYTHONPATH=. python -m benchmarks.large_models table large.json  # tables of a file
 
 Models are the named sizes of ``experiments/vit/model.py`` (``B/16``, ``L/16``)
 or ``w<width>-d<depth>-h<heads>-m<mlp>/<patch>`` (e.g. ``w1664-d48-h16-m8192/16``).
@@ -47,22 +51,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import profit_optax
+from benchmarks import _common as C
+from benchmarks import hlo
+
 METHODS = ("adam", "adamw", "profit")
-#: Width, heads and MLP size of the depth-scan families (ViT-L and ViT-G/14 shapes).
+#: Width, heads and MLP size of the depth-scan families (ViT-B, -L, -H and ViT-G/14 shapes;
+#: ``T``, a tiny one, for ``--quick``).
 FAMILIES = {
     "B": (768, 12, 3072),
     "L": (1024, 16, 4096),
     "H": (1280, 16, 5120),
     "G": (1664, 16, 8192),
+    "T": (16, 2, 32),
 }
 LEARNING_RATE = 1e-4
 NUM_CLASSES = 1000
@@ -98,10 +111,6 @@ def make_model(spec: str):
 
 
 def make_tx(method: str, lr: float = LEARNING_RATE):
-    import optax
-
-    import profit_optax
-
     if method == "adam":
         return optax.adam(lr)
     if method == "adamw":
@@ -113,9 +122,6 @@ def make_tx(method: str, lr: float = LEARNING_RATE):
 
 def abstract_params(model, image: int):
     """Parameter shapes in bfloat16, without allocating anything."""
-    import jax
-    import jax.numpy as jnp
-
     shapes = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, image, image, 3), jnp.float32))
     )["params"]
@@ -124,10 +130,6 @@ def abstract_params(model, image: int):
 
 def concrete_params(abstract, seed: int = 0):
     """Host-side initialisation (no compile): LayerNorm scales 1, biases 0, else N(0, 0.02²)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
     rng = np.random.default_rng(seed)
 
     def leaf(path, x):
@@ -143,43 +145,19 @@ def concrete_params(abstract, seed: int = 0):
     return jax.tree_util.tree_map_with_path(leaf, abstract)
 
 
-def make_step(model, tx):
-    """The jitted training step ``(params, state, images, labels) -> (params, state, loss)``."""
-    import jax
-    import jax.numpy as jnp
-    import optax
+def loss_fn(model):
+    """``(params, (images, labels)) -> loss``: softmax cross-entropy, taken in float32."""
 
-    def loss_fn(params, images, labels):
+    def loss(params, batch):
+        images, labels = batch
         logits = model.apply({"params": params}, images).astype(jnp.float32)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    def step(params, state, images, labels):
-        loss, grads = jax.value_and_grad(loss_fn)(params, images, labels)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
-    return jax.jit(step, donate_argnums=(0, 1))
-
-
-def tree_bytes(tree) -> int:
-    import jax
-    import numpy as np
-
-    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
-
-
-def tree_count(tree) -> int:
-    import jax
-    import numpy as np
-
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    return loss
 
 
 def compile_step(spec: str, method: str, batch: int, image: int):
     """Lowers and compiles the step on abstract inputs. Returns (compiled, info)."""
-    import jax
-    import jax.numpy as jnp
-
     model = make_model(spec)
     tx = make_tx(method)
     params = abstract_params(model, image)
@@ -187,7 +165,7 @@ def compile_step(spec: str, method: str, batch: int, image: int):
     images = jax.ShapeDtypeStruct((batch, image, image, 3), jnp.bfloat16)
     labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
     t0 = time.perf_counter()
-    compiled = make_step(model, tx).lower(params, state, images, labels).compile()
+    compiled = C.compile_step(C.make_step(tx, loss_fn(model)), params, state, (images, labels))
     compile_s = time.perf_counter() - t0
     info = {
         "model": spec,
@@ -198,23 +176,22 @@ def compile_step(spec: str, method: str, batch: int, image: int):
         "depth": model.depth,
         "num_heads": model.num_heads,
         "mlp_dim": model.mlp_dim,
-        "param_count": tree_count(params),
-        "param_bytes": tree_bytes(params),
-        "state_bytes": tree_bytes(state),
+        "param_count": C.tree_size(params),
+        "param_bytes": C.tree_bytes(params),
+        "state_bytes": C.tree_bytes(state),
         "compile_s": compile_s,
         **memory_stats(compiled),
     }
-    return (model, tx, params, state, compiled), info
+    return (tx, params, compiled), info
 
 
 def memory_stats(compiled) -> dict[str, int | None]:
-    ma = compiled.memory_analysis()
+    """``memory_analysis()`` in bytes, and the peak estimate argument + output − alias + temp."""
+    ma = hlo.memory_analysis(compiled)
     if ma is None:
         return {"estimate_bytes": None}
-    out = {
-        k: int(getattr(ma, f"{k}_size_in_bytes"))
-        for k in ("argument", "output", "alias", "temp", "generated_code")
-    }
+    out = {k: ma[f"{k}_size_in_bytes"] for k in ("argument", "output", "alias", "temp")}
+    out["generated_code"] = ma.get("generated_code_size_in_bytes")
     out["estimate_bytes"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
     return out
 
@@ -248,17 +225,13 @@ def measure_one(
 ) -> dict[str, Any]:
     """Compiles, initialises and runs ``warmup + steps`` calls of one configuration.
 
-    ``warmup`` and ``steps`` must be even (whole PROFIT cycles).
+    ``warmup`` and ``steps`` must be even: the calls are timed in blocks of two
+    (one PROFIT cycle) by :func:`benchmarks._common.interleaved_timing`.
     """
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
     if warmup % 2 or steps % 2 or steps < 2:
         raise ValueError("warmup and steps must be even (whole PROFIT cycles), steps >= 2")
     rss0 = _proc_status_kib("VmRSS")
-    (model, tx, aparams, _, compiled), info = compile_step(spec, method, batch, image)
-    del model
+    (tx, aparams, compiled), info = compile_step(spec, method, batch, image)
     rss_compiled = _proc_status_kib("VmRSS")
     params = concrete_params(aparams)
     state = jax.jit(tx.init)(params)
@@ -270,20 +243,21 @@ def measure_one(
     peak_before_steps = _proc_status_kib("VmHWM")
     reset = _reset_peak_rss()
 
-    times, loads, losses, warm_times = [], [], [], []
-    for i in range(warmup + steps):
-        load = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        params, state, loss = compiled(params, state, images, labels)
+    holder, losses = [params, state], []
+
+    def run(k: int) -> None:
+        params, state = holder
+        for _ in range(k):
+            params, state, loss = compiled(params, state, (images, labels))
+            losses.append(loss)
         jax.block_until_ready((params, state, loss))
-        dt = time.perf_counter() - t0
-        if i < warmup:
-            warm_times.append(dt)
-        else:
-            times.append(dt)
-            loads.append(load)
-            losses.append(float(loss))
-    per_grad = [(times[i] + times[i + 1]) / 2 for i in range(0, len(times), 2)]
+        holder[:] = [params, state]
+
+    item = C.Timed(method, run)
+    timing = C.interleaved_timing(
+        [item], calls_per_block=2, rounds=steps // 2, warmup_blocks=warmup // 2
+    )
+    losses = [float(x) for x in losses[warmup:]]
     info.update(
         devices=str(jax.devices()[0].device_kind),
         platform=jax.devices()[0].platform,
@@ -293,10 +267,8 @@ def measure_one(
         peak_rss_before_steps_kib=peak_before_steps,
         step_peak_rss_kib=_proc_status_kib("VmHWM") if reset else None,
         ru_maxrss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        warmup_times_s=warm_times,
-        call_times_s=times,
-        pair_times_per_grad_s=per_grad,
-        load1=loads,
+        pair_times_per_grad_s=item.times,
+        load1=timing["load1"],
         losses=losses,
         finite=bool(np.all(np.isfinite(losses))),
     )
@@ -324,9 +296,7 @@ def run_all(
         for r in range(rounds):
             order = methods[r % len(methods) :] + methods[: r % len(methods)]
             for method in order:
-                cmd = [
-                    sys.executable,
-                    os.path.abspath(__file__),
+                args = [
                     "one",
                     f"--model={spec}",
                     f"--method={method}",
@@ -336,20 +306,16 @@ def run_all(
                     f"--warmup={warmup}",
                 ]
                 if cache_dir:
-                    cmd.append(f"--cache-dir={cache_dir}")
+                    args.append(f"--cache-dir={cache_dir}")
                 t0 = time.perf_counter()
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                res = json.loads(C.run_subprocess("large_models", args).strip().splitlines()[-1])
                 wall = time.perf_counter() - t0
-                if proc.returncode != 0:
-                    log(proc.stderr[-4000:])
-                    raise RuntimeError(f"{spec} {method} failed (rc {proc.returncode})")
-                res = json.loads(proc.stdout.strip().splitlines()[-1])
                 res.update(round=r, process_wall_s=wall)
                 results.append(res)
                 log(
                     f"{spec} {method} round {r}: per-grad "
                     f"{[round(t, 2) for t in res['pair_times_per_grad_s']]} s, "
-                    f"load {[round(x, 1) for x in res['load1']]}, "
+                    f"load {[round(x or 0, 1) for x in res['load1']]}, "
                     f"compile {res['compile_s']:.0f} s, step peak RSS "
                     f"{(res['step_peak_rss_kib'] or 0) / 2**20:.2f} GiB, process {wall:.0f} s"
                 )
@@ -388,7 +354,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows.values():
         row["median_per_grad_s"] = statistics.median(row["per_grad"])
         row["min_per_grad_s"] = min(row["per_grad"])
-        row["load1_range"] = (min(row["load1"]), max(row["load1"]))
+        loads = [x for x in row["load1"] if x is not None] or [float("nan")]
+        row["load1_range"] = (min(loads), max(loads))
         row["step_peak_rss_max_kib"] = max(x or 0 for x in row["step_peak_rss_kib"])
         pre = [x for x in row["pre_peak_kib"] if x is not None]
         row["pre_peak_max_kib"] = max(pre) if pre else None
@@ -499,14 +466,23 @@ def markdown_fit(rows: list[dict[str, Any]], budget_gib: float) -> str:
 def _setup_cache(cache_dir: str | None) -> None:
     if not cache_dir:
         return
-    import jax
-
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def main(argv: list[str] | None = None) -> None:
+def markdown(payload: dict[str, Any]) -> str:
+    """The table of a ``run`` or a ``fit`` results file."""
+    if "fit" in payload:
+        return markdown_fit(payload["fit"], payload["budget_gib"])
+    return markdown_run(payload["summary"])
+
+
+#: ``--quick``: a ViT of width 16 and one block on 8×8 images (a smoke run).
+QUICK_MODEL, QUICK_FAMILY = "w16-d1-h2-m32/8", "T"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -515,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--methods", default=",".join(METHODS))
     common.add_argument("--cache-dir", default="/tmp/profit_large_models_xla_cache")
     common.add_argument("--json", help="write the results here")
-    common.add_argument("--markdown", action="store_true")
+    common.add_argument("--quick", action="store_true", help="a tiny ViT on 8×8 images")
 
     one = sub.add_parser("one", parents=[common], help="one configuration; prints a JSON line")
     one.add_argument("--model", required=True)
@@ -537,18 +513,19 @@ def main(argv: list[str] | None = None) -> None:
 
     table = sub.add_parser("table", help="Markdown tables of saved --json results")
     table.add_argument("files", nargs="+")
-    table.add_argument("--budget-gib", type=float, default=22.0)
 
     a = p.parse_args(argv)
     if a.cmd == "table":
         for path in a.files:
             with open(path) as f:
-                payload = json.load(f)
-            if "fit" in payload:
-                print(markdown_fit(payload["fit"], a.budget_gib))
-            else:
-                print(markdown_run(summarize(payload["results"])))
-        return
+                print(markdown(json.load(f)))
+        return None
+    if a.quick:
+        a.batch, a.image = 2, 8
+        if a.cmd == "run":
+            a.models, a.rounds, a.steps, a.warmup = QUICK_MODEL, 1, 2, 0
+        if a.cmd == "fit":
+            a.families, a.patch, a.depths = QUICK_FAMILY, 8, "1,2"
     _setup_cache(a.cache_dir)
     methods = a.methods.split(",")
     log = lambda s: print(s, file=sys.stderr, flush=True)
@@ -558,14 +535,11 @@ def main(argv: list[str] | None = None) -> None:
             a.model, a.method, batch=a.batch, image=a.image, steps=a.steps, warmup=a.warmup
         )
         print(json.dumps(res), flush=True)
-        return
+        return res
 
-    from benchmarks import _common
-
-    # env_info: versions, device, CPU, load average (at the start), time.
-    meta = {"env": _common.env_info(), "argv": sys.argv}
+    payload: dict[str, Any] = {"env": C.env_info()}
     if a.cmd == "run":
-        results = run_all(
+        payload["results"] = run_all(
             a.models.split(","),
             methods,
             batch=a.batch,
@@ -576,14 +550,14 @@ def main(argv: list[str] | None = None) -> None:
             cache_dir=a.cache_dir,
             log=log,
         )
-        rows = summarize(results)
-        payload = {"meta": meta, "results": results, "summary": rows}
-        text = markdown_run(rows)
+        payload["summary"] = summarize(payload["results"])
     else:
         d0, d1 = (int(x) for x in a.depths.split(","))
-        rows = []
-        for fam in a.families.split(","):
-            rows += fit_family(
+        payload["budget_gib"] = a.budget_gib
+        payload["fit"] = [
+            row
+            for fam in a.families.split(",")
+            for row in fit_family(
                 fam,
                 methods,
                 batch=a.batch,
@@ -593,15 +567,11 @@ def main(argv: list[str] | None = None) -> None:
                 budget_bytes=a.budget_gib * GIB,
                 log=log,
             )
-        payload = {"meta": meta, "fit": rows}
-        text = markdown_fit(rows, a.budget_gib)
-    meta["load_at_end"] = os.getloadavg()
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(payload, f, indent=1)
-    print(json.dumps(meta["env"]) if not a.markdown else text)
+        ]
+    payload["load_at_end"] = C.load_average()
+    cli = argv if argv is not None else sys.argv[1:]
+    return C.report(payload, markdown, a.json, name="large_models", argv=cli)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     main()

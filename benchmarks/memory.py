@@ -25,7 +25,6 @@ from benchmarks import _common as C
 from benchmarks import hlo
 from benchmarks import update_cost as U
 from benchmarks.models import WORKLOADS, make_workload
-from benchmarks.step_cost import make_train_step
 from experiments import methods as registry
 from profit_optax import masks
 
@@ -65,11 +64,7 @@ def step_memory(wname: str, methods: list[str]) -> dict[str, Any]:
     out = {}
     for s in U.method_specs(methods):
         stored, state = jax.eval_shape(lambda p, s=s: U.init_stored_state(s, p), w.params)
-        compiled = (
-            jax.jit(make_train_step(s, w.loss_fn), donate_argnums=(0, 1))
-            .lower(stored, state, w.batch)
-            .compile()
-        )
+        compiled = C.compile_step(C.make_step(s.tx, w.loss_fn), stored, state, w.batch)
         out[s.name] = hlo.memory_analysis(compiled)
     return {"name": wname, "description": w.description, "n_params": C.tree_size(w.params),
             "memory_analysis": out}  # fmt: skip
@@ -150,7 +145,7 @@ def main(argv=None) -> dict[str, Any]:
         args.workloads, args.methods = ["mlp_fmnist"], ["adam", "profit_sgd_n1"]
         args.table_model = "mlp_fmnist"
     res = run(args.workloads, args.methods, args.table_model)
-    return C.report(res, markdown, args.json)
+    return C.report(res, markdown, args.json, name="memory", argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Runs every benchmark and writes their JSON and Markdown reports to ``--out``.
 
     PYTHONPATH=. python -m benchmarks.run_all            # the full measurements (long)
-    PYTHONPATH=. python -m benchmarks.run_all --quick    # a smoke run (tens of seconds)
+    PYTHONPATH=. python -m benchmarks.run_all --quick    # a smoke run (a minute or two)
 
 The full run uses each script's defaults; run the scripts one by one to pass
-options (``python -m benchmarks.update_cost --help``).
+options (``python -m benchmarks.update_cost --help``). The figures of
+``benchmarks/RESULTS.md`` come from the commands that ``python -m benchmarks.report``
+names, one per file of ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ import os
 import sys
 import time
 
-from benchmarks import compile_time, memory, step_cost, update_cost
+from benchmarks import collectives, compile_time, large_models, memory, step_cost, update_cost
 
+#: name -> (module, its arguments before ``--json``/``--quick``).
 BENCHMARKS = {
-    "update_cost": update_cost,
-    "step_cost": step_cost,
-    "memory": memory,
-    "compile_time": compile_time,
+    "update_cost": (update_cost, []),
+    "step_cost": (step_cost, []),
+    "memory": (memory, []),
+    "compile_time": (compile_time, []),
+    "collectives": (collectives, []),
+    "large_models": (large_models, ["run"]),
+    "large_models_fit": (large_models, ["fit"]),
 }
 
 
@@ -35,17 +41,17 @@ def main(argv=None) -> dict[str, str]:
     os.makedirs(args.out, exist_ok=True)
     written = {}
     for name in args.only:
-        mod = BENCHMARKS[name]
+        mod, first = BENCHMARKS[name]
         json_path = os.path.join(args.out, f"{name}.json")
         md_path = os.path.join(args.out, f"{name}.md")
-        sub = ["--json", json_path] + (["--quick"] if args.quick else [])
+        sub = [*first, "--json", json_path] + (["--quick"] if args.quick else [])
         t0 = time.perf_counter()
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             mod.main(sub)
         text = buf.getvalue()
         with open(md_path, "w") as f:
-            f.write(f"# {name}\n\n`python -m benchmarks.{name} {' '.join(sub)}`\n\n{text}")
+            f.write(f"# {name}\n\n`python -m {mod.__name__} {' '.join(sub)}`\n\n{text}")
         sys.stdout.write(text)
         print(f"[run_all] {name}: {time.perf_counter() - t0:.1f}s -> {md_path}, {json_path}")
         written[name] = md_path

@@ -4,8 +4,9 @@ Every method here evaluates one gradient per call (PROFIT in alternating mode,
 SAM in transparent mode), so time per call = time per gradient evaluation.
 Calls are timed in blocks of ``lcm(periods)`` calls (full cycles), the methods
 interleaved round-robin, ratios to Adam taken per round. The step is
-``jax.jit(train_step, donate_argnums=(0, 1))`` with the states copied leaf by
-leaf after ``init`` (see ``benchmarks/update_cost.py``). Also reports the
+``_common.make_step(tx, loss_fn)`` jitted with the parameters and the state
+donated, the states copied leaf by leaf after ``init`` (see
+``benchmarks/update_cost.py``). Also reports the
 compiled step's memory analysis and, where the backend has it, the device's
 peak memory (``jax.devices()[0].memory_stats()``; ``None`` on CPU).
 
@@ -19,7 +20,6 @@ import math
 from typing import Any
 
 import jax
-import optax
 
 from benchmarks import _common as C
 from benchmarks import hlo
@@ -27,18 +27,6 @@ from benchmarks import update_cost as U
 from benchmarks.models import WORKLOADS, make_workload
 
 DEFAULT_METHODS = ["adam", "profit_sgd_n1", "profit_auto_n1", "sam", "lookahead"]
-
-
-def make_train_step(spec: U.Spec, loss_fn):
-    lookahead = spec.name == "lookahead"
-
-    def train_step(stored, state, batch):
-        p = stored.fast if lookahead else stored
-        loss, grads = jax.value_and_grad(loss_fn)(p, batch)
-        updates, state = spec.tx.update(grads, state, stored)
-        return optax.apply_updates(stored, updates), state, loss
-
-    return train_step
 
 
 def run(
@@ -67,9 +55,8 @@ def run(
         }
         items = []
         for s in specs:
-            jitted = jax.jit(make_train_step(s, w.loss_fn), donate_argnums=(0, 1))
             stored, state = U.init_stored_state(s, w.params)
-            compiled = jitted.lower(stored, state, w.batch).compile()
+            compiled = C.compile_step(C.make_step(s.tx, w.loss_fn), stored, state, w.batch)
             entry["memory_analysis"][s.name] = hlo.memory_analysis(compiled)
             holder = [stored, state]
 
@@ -165,7 +152,7 @@ def main(argv=None) -> dict[str, Any]:
         batch_size=args.batch_size,
         time_budget_s=args.time_budget_s,
     )
-    return C.report(res, markdown, args.json)
+    return C.report(res, markdown, args.json, name="step_cost", argv=argv)
 
 
 if __name__ == "__main__":

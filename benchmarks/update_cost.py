@@ -14,8 +14,9 @@ several sizes (``--sizes``) and dtypes (``--dtypes``):
   ``copy`` ops, and, per phase, the parameter-sized reads and writes of every op
   one call executes (see :func:`phase_analysis`).
 
-Every step is ``jax.jit(step, donate_argnums=(0, 1))`` (``--no-donate`` also
-times it without donation). The optimizer states (and Lookahead's
+Every step is ``_common.make_step(tx)`` jitted with the parameters and the state
+donated (``--no-donate`` also times it without donation; ``--no-timing`` only
+analyses the compiled programs). The optimizer states (and Lookahead's
 ``LookaheadParams``) are copied leaf by leaf after ``init``: SAM's init stores
 ``cache=params`` and ``LookaheadParams.init_synced`` stores the same buffer as
 fast and slow weights, which cannot be donated twice.
@@ -27,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import profit_optax
@@ -142,22 +141,9 @@ def method_specs(names: list[str] | None = None) -> list[Spec]:
     return specs
 
 
-def make_step(tx: optax.GradientTransformation) -> Callable:
-    def step(stored, state, grads):
-        updates, state = tx.update(grads, state, stored)
-        return optax.apply_updates(stored, updates), state
-
-    return step
-
-
-def fresh_copy(tree: Any) -> Any:
-    """Leaf-by-leaf copies: no two leaves share a buffer (donation needs that)."""
-    return jax.tree.map(jnp.copy, tree)
-
-
 def init_stored_state(spec: Spec, params: Any) -> tuple[Any, Any]:
-    stored = fresh_copy(spec.stored_fn(params))
-    state = fresh_copy(spec.tx.init(stored))
+    stored = C.fresh_copy(spec.stored_fn(params))
+    state = C.fresh_copy(spec.tx.init(stored))
     return stored, state
 
 
@@ -168,7 +154,7 @@ def make_runner(
 
     ``compiled``: the step already compiled for these shapes (saves a compilation).
     """
-    jitted = compiled or jax.jit(make_step(spec.tx), donate_argnums=(0, 1) if donate else ())
+    jitted = compiled or C.jit_step(C.make_step(spec.tx), donate=donate)
     holder = list(init_stored_state(spec, params))
 
     def run(k: int) -> None:
@@ -190,12 +176,7 @@ def make_runner(
 def compile_step(spec: Spec, params, grads, *, donate: bool = True):
     """Compiles the jitted step for abstract inputs shaped like ``params``."""
     stored, state = jax.eval_shape(lambda p: init_stored_state(spec, p), params)
-    g = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), grads)
-    return (
-        jax.jit(make_step(spec.tx), donate_argnums=(0, 1) if donate else ())
-        .lower(stored, state, g)
-        .compile()
-    )
+    return C.compile_step(C.make_step(spec.tx), stored, state, grads, donate=donate)
 
 
 def phase_analysis(spec: Spec, params, grads, compiled=None) -> dict[str, Any]:
@@ -486,6 +467,9 @@ def parse_args(argv=None):
     ap.add_argument("--depth", type=int, default=4, help="transformer blocks in the tree")
     ap.add_argument("--no-phase-timing", action="store_true")
     ap.add_argument("--no-analysis", action="store_true")
+    ap.add_argument(
+        "--no-timing", action="store_true", help="only the compiled programs' analysis (no timing)"
+    )
     ap.add_argument("--time-budget-s", type=float, default=None, help="per configuration")
     ap.add_argument("--json", default=None, help="write the raw results here")
     ap.add_argument("--quick", action="store_true", help="tiny tree, Adam and PROFIT: a smoke run")
@@ -497,6 +481,11 @@ def parse_args(argv=None):
     return args
 
 
+def report_markdown(res: dict[str, Any]) -> str:
+    """The benchmark's tables and, for its largest analysed configuration, the op signatures."""
+    return markdown(res) + "\n" + pass_table(res)
+
+
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
     res = run(
@@ -504,26 +493,15 @@ def main(argv=None) -> dict[str, Any]:
         args.dtypes,
         rounds=args.rounds,
         calls_per_block=args.calls_per_block,
-        donate_modes=(True, False) if args.no_donate else (True,),
+        donate_modes=() if args.no_timing else (True, False) if args.no_donate else (True,),
         methods=args.methods,
         phase_timing=not args.no_phase_timing,
         analysis=not args.no_analysis,
         time_budget_s=args.time_budget_s,
         depth=args.depth,
     )
-    print(C.env_markdown(res["env"]))
-    print()
-    print(markdown(res))
-    print(pass_table(res))
-    if args.json:
-        from experiments.common import results  # provenance: command, commit, versions
-
-        argv_s = " ".join(argv if argv is not None else sys.argv[1:])
-        res["environment"] = results.environment(f"python -m benchmarks.update_cost {argv_s}")
-    C.write_json(args.json, res)
-    return res
+    return C.report(res, report_markdown, args.json, name="update_cost", argv=argv)
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()

@@ -1,8 +1,8 @@
 """What sharded PROFIT communicates: the HLO collective counter, and PROFIT vs Adam under FSDP.
 
 The first tests check ``benchmarks.hlo`` on hand-written HLO. The last ones
-compile a full FSDP training step on 8 simulated CPU devices (in a subprocess,
-``benchmarks/collectives.py``) for Adam and for PROFIT around the same Adam, on
+compile a full FSDP training step on 8 simulated CPU devices (``benchmarks.collectives``,
+in a child process) for Adam and for PROFIT around the same Adam, on
 Explicit and Auto mesh axes, and assert that PROFIT adds nothing but scalar
 all-reduces (its global ⟨g,Δ⟩, ‖Δ‖², ‖g‖², and ‖u‖² for the automatic
 reference step): never a parameter-sized collective.
@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from benchmarks import hlo
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # ----------------------------------------------------------------------------
 # The parser, on hand-written HLO.
@@ -159,22 +154,19 @@ MAX_SCALAR_BYTES = 64
 
 @pytest.fixture(scope="module")
 def fsdp_counts(tmp_path_factory):
-    from tests.test_sharding import subprocess_env
+    from benchmarks import collectives
 
     out = tmp_path_factory.mktemp("collectives") / "counts.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "collectives.py"),
-        "--devices=8",
-        "--width=64",
-        f"--depth={DEPTH}",
-        "--configs=" + ",".join(("adam", *CONFIGS)),
-        f"--json={out}",
-    ]
-    proc = subprocess.run(
-        cmd, env=subprocess_env(8), cwd=ROOT, capture_output=True, text=True, timeout=400
+    # Runs in a child process on 8 simulated CPU devices (this one has fewer).
+    collectives.main(
+        [
+            "--devices=8",
+            "--width=64",
+            f"--depth={DEPTH}",
+            "--configs=" + ",".join(("adam", *CONFIGS)),
+            f"--json={out}",
+        ]
     )
-    assert proc.returncode == 0, proc.stderr[-5000:]
     return json.loads(out.read_text())
 
 
