@@ -6,8 +6,9 @@ model on new data while projecting away the part of each update that would undo
 what the model knew. The baselines the experiments compare against (FTP, L2-SP,
 masks for freeze-embedding and head-only fine-tuning) live here too.
 
-``profit_optax.registry``, the experiments' table of methods, is imported on
-first use (``import profit_optax`` does not load it).
+``profit_optax.registry``, the experiments' table of methods, and
+``profit_optax.batch_stats``, batch-norm statistics under PROFIT in Flax NNX (it
+needs flax), are imported on first use (``import profit_optax`` loads neither).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from profit_optax._src.lean import ProfitLeanState, find_first_moment, profit_le
 from profit_optax._src.numerics import ProfitDiagnostics
 from profit_optax._src.profit import DEFAULT_REF_SCALE, AutoReferenceState, ProfitState, profit
 from profit_optax._src.readers import (
+    at_probe_point,
     diagnostics,
     find_profit_lean_state,
     find_profit_state,
@@ -42,6 +44,8 @@ __all__ = [
     "ProfitLeanState",
     "ProfitState",
     "WarmupThenState",
+    "at_probe_point",
+    "batch_stats",
     "default_reduce_axes",
     "diagnostics",
     "find_first_moment",
@@ -58,7 +62,7 @@ __all__ = [
     "warmup_then",
 ]
 
-_LAZY_SUBMODULES = ("registry",)
+_LAZY_SUBMODULES = ("batch_stats", "registry")
 
 
 def __getattr__(name: str) -> Any:
