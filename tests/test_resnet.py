@@ -34,10 +34,11 @@ def conv_block_params(cin, cout, stride):
 @pytest.mark.parametrize("variant", ["tiny", "mini"])
 def test_shapes_and_parameter_count(variant):
     model = resnet(variant, 5, rngs=nnx.Rngs(0))
-    assert model(images(3)).shape == (3, 5)
+    x = jax.ShapeDtypeStruct((3, 28, 28, 1), jnp.float32)
+    assert nnx.eval_shape(lambda m, x: m(x), model, x).shape == (3, 5)
     v = VARIANTS[variant]
     widths, blocks = v["widths"], v["blocks"]
-    assert model.features(images(2)).shape == (2, widths[-1])
+    assert nnx.eval_shape(lambda m, x: m.features(x), model, x).shape == (3, widths[-1])
     expected = 9 * widths[0] + 2 * widths[0]  # stem conv (no bias) + its BatchNorm
     cin = widths[0]
     for i, (w, n) in enumerate(zip(widths, blocks, strict=True)):
@@ -118,7 +119,8 @@ def batch(seed, lead=()):
 
 
 def tx(**kw):
-    return profit_optax.profit(optax.adam(1e-3), optax.sgd(1e-3), **kw)
+    """SGD main (no step normalisation: runs compared to rounding stay within it)."""
+    return profit_optax.profit(optax.sgd(1e-2), optax.sgd(1e-3), **kw)
 
 
 @pytest.mark.parametrize("mode", MODES)
