@@ -12,6 +12,13 @@ from flax import nnx
 import profit_optax
 from experiments.data import text as T
 from experiments.lm import model as M
+from profit_optax._src.readers import _unwrap, find_state
+
+
+def _profit_state(optimizer: nnx.Optimizer) -> profit_optax.ProfitState:
+    """The ProfitState inside an nnx.Optimizer's state, as plain arrays."""
+    return find_state(_unwrap(optimizer.opt_state), profit_optax.ProfitState)
+
 
 TINY = M.LMConfig.named("tiny")
 
@@ -159,7 +166,7 @@ def test_profit_in_nnx_optimizer_over_lora_params():
     tx = profit_optax.profit(optax.adamw(1e-2), optax.sgd(1e-4))
     optimizer, losses = train(tx, model, nnx.LoRAParam, 4)  # two reference + main cycles
     assert all(np.isfinite(losses))
-    state = profit_optax.find_profit_state(optimizer.opt_state)
+    state = _profit_state(optimizer)
     theta_ref = jax.tree.leaves(state.theta_ref)
     assert sum(x.size for x in theta_ref) == n_lora  # θ_ref covers the adapters only
     assert sorted(x.shape for x in theta_ref) == sorted(
@@ -176,7 +183,7 @@ def test_full_fine_tuning_updates_every_parameter():
     model = tiny_model()
     before = leaves(model, nnx.Param)
     optimizer, _ = train(profit_optax.profit(optax.adamw(1e-2)), model, nnx.Param, 2)
-    state = profit_optax.find_profit_state(optimizer.opt_state)
+    state = _profit_state(optimizer)
     assert sum(x.size for x in jax.tree.leaves(state.theta_ref)) == M.param_count(model)
     assert all(
         not np.array_equal(a, b) for a, b in zip(before, leaves(model, nnx.Param), strict=True)

@@ -20,7 +20,7 @@ from profit_optax._src.lean import FirstMomentFn, ProfitLeanState, displacement,
 from profit_optax._src.numerics import to_acc
 from profit_optax._src.profit import ProfitState
 
-__all__ = ["diagnostics", "find_state", "ref_params"]
+__all__ = ["at_probe_point", "diagnostics", "find_state", "ref_params"]
 
 
 def _unwrap(tree: Any) -> Any:
@@ -126,6 +126,53 @@ def ref_params(
         return params
     mid_cycle = state.count > 0
     return jax.tree.map(lambda p, r: jnp.where(mid_cycle, r, p), params, state.theta_ref)
+
+
+def at_probe_point(opt_state: Any) -> jax.Array:
+    """Whether the parameters held now are a probe point θ′ rather than the model θ_ref.
+
+    In alternating mode the calls of a cycle take their gradients at different
+    points: the first call (``count == 0``) at the model θ_ref itself, the others
+    (the remaining ``n_ref - 1`` reference calls and the main call) at probe
+    points θ′ that the reference steps reached. Read this *before* the forward
+    pass of a call to know where it runs, e.g. to keep the batch-norm statistics
+    that forward passes at probe points would move (``profit_optax.batch_stats``).
+    In one-call mode the parameters held between calls are always the model
+    (``False``). Jittable; a boolean device scalar.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, profit_optax
+      >>> tx = profit_optax.profit(optax.sgd(0.1), optax.sgd(0.01))  # n_ref = 1
+      >>> params, state, seen = {"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}), []
+      >>> for _ in range(3):  # reference call, main call, reference call
+      ...     seen.append(bool(profit_optax.at_probe_point(state)))
+      ...     updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> seen
+      [False, True, False]
+
+    Args:
+      opt_state: the state of :func:`~profit_optax.profit`, or an optimizer state
+        containing exactly one (``optax.chain``, ``nnx.Optimizer``, ...).
+
+    Returns:
+      ``True`` when the next call's gradient is taken at a probe point.
+
+    Raises:
+      ValueError: for a :func:`~profit_optax.profit_lean` state (its parameters are
+        the probe point on every call; the model is :func:`ref_params`), or
+        without exactly one PROFIT state.
+    """
+    opt_state = _unwrap(opt_state)
+    if _contains(opt_state, ProfitLeanState):
+        raise ValueError(
+            "at_probe_point: profit_lean holds the probe point θ′ on every call (no forward "
+            "pass runs at the model θ_ref = ref_params(params, opt_state))."
+        )
+    state = find_state(opt_state, ProfitState)
+    if state.theta_ref is None:  # one-call mode: the probes stay inside the call
+        return jnp.zeros((), bool)
+    return state.count > 0
 
 
 def diagnostics(opt_state: Any) -> dict[str, jax.Array]:
