@@ -11,7 +11,7 @@ and is rendered from ``benchmarks/results/NAME.json`` by the benchmark's own
 (command, commit, machine, load). A missing file renders as a note naming the
 command that writes it. ``python -m benchmarks.report`` rewrites the blocks in
 place; ``--check`` exits with status 1 and names the stale blocks instead
-(``tests/test_benchmarks_report.py`` runs it).
+(``tests/benchmarks/test_benchmarks_report.py`` runs it).
 """
 
 from __future__ import annotations

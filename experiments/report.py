@@ -12,8 +12,8 @@ by hand). ``python -m experiments.report`` rewrites the blocks in place, the cro
 rendering of its ``results.json``); ``--check`` exits with status 1 and names the stale
 blocks and files instead. Links in a rendered block are relative to the repository root;
 each is written relative to the file that holds the block.
-``tests/test_report.py`` runs the check, so the README and the docs cannot drift from the
-files.
+``tests/experiments/test_report.py`` runs the check, so the README and the docs cannot drift
+from the files.
 """
 
 from __future__ import annotations

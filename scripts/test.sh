@@ -12,7 +12,7 @@ echo "==> mypy"
 echo "==> docs"
 # -E: read every page afresh, so a warning of an unchanged page is not skipped.
 .venv/bin/sphinx-build -W --keep-going -E -q -b html docs docs/_build/html
-export PROFIT_DOCS_HTML=docs/_build/html  # tests/test_docs.py reads this build
+export PROFIT_DOCS_HTML=docs/_build/html  # tests/docs/test_docs.py reads this build
 echo "==> pytest"
 .venv/bin/python -m pytest -q "$@"
 # XLA compiles for the host's instruction set, so reductions round differently on other

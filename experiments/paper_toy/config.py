@@ -148,7 +148,8 @@ def get_config(mode: str = "full") -> ml_collections.ConfigDict:
             "head_only": _method("head_only", ADAPTIVE_LRS[1:3], inner="rmsprop"),
             "profit_rmsprop": _method("profit_rmsprop", ADAPTIVE_LRS[1:3], ratios=(100.0, None)),
         }
-        c.max_grid_widening = 0  # widening is tested on its own (tests/test_protocol.py)
+        # widening is tested on its own (tests/experiments/test_protocol.py)
+        c.max_grid_widening = 0
         c.seeds = (0, 1)
         c.tuning_seeds = (100,)
     return c

@@ -224,7 +224,8 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
         c.methods = _methods(("adam", "profit", "head_only"), lrs=(1e-3, 3e-3), ratios=(100.0,))
         c.ablation.update({"ratios": (10.0,), "n_refs": (1, 2)})
         c.n_ref_grid = (1, 2)
-        c.max_grid_widening = 0  # widening is tested on its own (tests/test_protocol.py)
+        # widening is tested on its own (tests/experiments/test_protocol.py)
+        c.max_grid_widening = 0
         c.seeds = (0, 1)
         c.tuning_seeds = (100,)
         c.eval_batch_size = 200

@@ -102,7 +102,7 @@ def projection_sums(grads: optax.Updates, delta: optax.Updates) -> jax.Array:
     but it is not sharding-friendly: under explicit mesh axes its reshape does not
     trace, and under automatic axes XLA all-gathers Δ to compute it. The plain
     sums partition into local partial sums plus one small all-reduce, which XLA
-    combines across leaves (``tests/test_collectives.py``).
+    combines across leaves (``tests/benchmarks/test_collectives.py``).
     """
 
     def sums(g, d):

@@ -1,7 +1,7 @@
 """experiments/common/distributed.py without several hosts: start-up decisions, batch rows.
 
 The multi-process path itself (``global_batch`` with process-local rows) runs in
-tests/test_multiprocess.py.
+tests/library/test_multiprocess.py.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 import profit_optax
 from benchmarks import hlo
 from profit_optax._src.warmup import WarmupThenState, warmup_then
-from tests.test_profit import donated_step, mlp_problem
+from tests.library.test_profit import donated_step, mlp_problem
 
 
 def _assert_trees_equal(a, b):

@@ -18,7 +18,7 @@ import pytest
 
 import profit_optax
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Folders whose Markdown is not the project's own (environments, build outputs, run outputs).
 SKIP = {".venv", ".git", "_build", "runs", "node_modules", ".pytest_cache", ".ruff_cache"}

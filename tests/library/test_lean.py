@@ -1,6 +1,6 @@
 """Tests of the memory-lean PROFIT mode (Δ recomputed from the main optimizer's momentum).
 
-Run as a script (``python -m tests.test_lean``) to print the accuracy table of
+Run as a script (``python -m tests.library.test_lean``) to print the accuracy table of
 docs/real_runs.md.
 """
 
@@ -17,8 +17,8 @@ import pytest
 import profit_optax
 from profit_optax import ProfitLeanState, profit_lean, ref_params
 from profit_optax._src.lean import find_first_moment
-from tests.numpy_ref_profit import NumpyAdam
-from tests.test_profit import PROBLEMS
+from tests.library.numpy_ref_profit import NumpyAdam
+from tests.library.test_profit import PROBLEMS
 
 
 def _leaf_bytes(tree):

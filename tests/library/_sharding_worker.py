@@ -1,7 +1,7 @@
-"""Subprocess of tests/test_sharding.py: PROFIT on 8 simulated CPU devices, one process.
+"""Subprocess of tests/library/test_sharding.py: PROFIT on 8 simulated CPU devices, one process.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
-        python tests/_sharding_worker.py OUT_DIR [RUN ...]
+        python tests/library/_sharding_worker.py OUT_DIR [RUN ...]
 
 A RUN is ``AXIS_TYPE:LAYOUT:TX`` (e.g. ``Explicit:fsdp:profit_nref1``) or ``single:TX``
 for the single-device reference. For every run it trains ``3 * period`` steps (three
@@ -20,13 +20,13 @@ import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import jax
 import numpy as np
 from jax.sharding import AxisType
 
-from tests import _sharded_training as st
+from tests.library import _sharded_training as st
 
 
 def run_one(spec: str, params_np, batches) -> tuple[dict, dict]:

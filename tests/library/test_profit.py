@@ -11,7 +11,7 @@ import pytest
 import profit_optax
 from profit_optax import ProfitState
 from profit_optax._src.readers import find_state
-from tests.numpy_ref_profit import NumpyAdam, NumpySGD, profit_numpy
+from tests.library.numpy_ref_profit import NumpyAdam, NumpySGD, profit_numpy
 
 # ---------------------------------------------------------------------------
 # Two stochastic problems, each defined once and used by both implementations.

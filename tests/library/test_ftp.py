@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from profit_optax._src.ftp import FTPState, default_reduce_axes, ftp
-from tests import numpy_ref_ftp as ref
+from tests.library import numpy_ref_ftp as ref
 
 EXCLUDE = {
     "Dense_0": {"kernel": False, "bias": False},

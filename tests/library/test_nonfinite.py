@@ -1,6 +1,6 @@
 """Non-finite gradients in compositions: the run equals the run that skipped that batch.
 
-tests/test_profit.py covers bare PROFIT (n_ref=2, re-feeding the same batch). Here:
+tests/library/test_profit.py covers bare PROFIT (n_ref=2, re-feeding the same batch). Here:
 ``optax.apply_if_finite`` around PROFIT, clipping before it, the automatic reference
 step, one-call mode with a NaN from ``grad_fn``, ``warmup_then`` and the lean mode;
 a NaN/Inf gradient in a reference call or in a main call, with n_ref = 1 and 2. The

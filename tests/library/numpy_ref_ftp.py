@@ -3,7 +3,7 @@
 Independent of JAX and Optax: explicit Python loops over tensors and output rows,
 mirroring the authors' ``util/FTP.py`` (``FTP.step``, ``SGDP.step``, ``AdamP.adam``)
 with Flax layout (the output row is the last axis; 1-D and 0-D tensors take one
-whole-tensor norm, as ``torch.sum(x, dim=())`` does). Used by tests/test_ftp.py.
+whole-tensor norm, as ``torch.sum(x, dim=())`` does). Used by tests/library/test_ftp.py.
 
 Parameters are flat dicts ``name -> np.ndarray``.
 """

@@ -10,7 +10,7 @@ head-only on validation, reporting seeds, the comparison) must give the run reco
 the same suite run in one process, and only process 0 may write records or outputs. The
 processes are killed (whole process group) whatever happens.
 
-    python -m tests.test_experiments_multihost [flags of python -m experiments.recipe]
+    python -m tests.experiments.test_experiments_multihost [flags of python -m experiments.recipe]
 
 This file is also the suite's config file (:func:`get_config`).
 """
@@ -30,7 +30,7 @@ import pytest
 
 from tests._procs import kill_all, wait_all
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NUM_PROCESSES = 2
 LOCAL_DEVICES = 1
 TIMEOUT_S = 600
@@ -140,8 +140,8 @@ def test_suite_across_processes_matches_single_process(tmp_path):
                     [
                         sys.executable,
                         "-m",
-                        "tests.test_experiments_multihost",
-                        "--config=tests/test_experiments_multihost.py",
+                        "tests.experiments.test_experiments_multihost",
+                        "--config=tests/experiments/test_experiments_multihost.py",
                         f"--workdir={multi / 'cache'}",
                         f"--out={multi / 'out'}",
                         f"--coordinator_address=127.0.0.1:{port}",

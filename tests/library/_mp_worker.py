@@ -1,6 +1,6 @@
-"""One process of tests/test_multiprocess.py: PROFIT sharded across processes.
+"""One process of tests/library/test_multiprocess.py: PROFIT sharded across processes.
 
-    python tests/_mp_worker.py --process-id I --num-processes N --port P --out DIR
+    python tests/library/_mp_worker.py --process-id I --num-processes N --port P --out DIR
 
 Each process has ``--local-devices`` simulated CPU devices (XLA flag, set here
 before jax starts) and joins the others through ``jax.distributed`` with gloo
@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,7 +64,7 @@ def main() -> None:
     from jax.sharding import AxisType
 
     from experiments.common import distributed as dist
-    from tests import _sharded_training as st
+    from tests.library import _sharded_training as st
 
     class ProcessLocalDataRun(st.Run):
         """Each process passes only the rows its devices hold (experiments.common.distributed)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import profit_optax
 
 PACKAGE_DIR = Path(profit_optax.__file__).resolve().parent
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def import_graph(package_dir: Path) -> dict[str, set[str]]:

@@ -1,7 +1,7 @@
 """PROFIT under jax.sharding on 8 simulated CPU devices (one process).
 
 The XLA flag that creates the devices only applies before jax starts, so the
-runs happen in a subprocess (``tests/_sharding_worker.py``) that writes its
+runs happen in a subprocess (``tests/library/_sharding_worker.py``) that writes its
 results to files; this module asserts on them. Meshes: data parallel (params
 replicated, batch sharded), FSDP (every parameter's largest divisible axis
 sharded) and a 2-D ``data`` × ``model`` mesh (parameters sharded over both), for
@@ -22,8 +22,8 @@ import pytest
 
 pytestmark = [pytest.mark.multidevice, pytest.mark.slow, pytest.mark.numerics]
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER = ROOT / "tests" / "_sharding_worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "tests" / "library" / "_sharding_worker.py"
 AXIS_TYPES = ("Explicit", "Auto")
 CONFIGS = ("profit_nref1", "profit_nref2", "profit_auto", "profit_per_tensor")
 # Every PROFIT configuration on FSDP; data parallel and 2-D meshes with one each.
@@ -111,7 +111,7 @@ def test_state_keeps_parameter_sharding(results, run):
 def test_reference_runs_train_and_project(results, config):
     """Guards the comparison above: the runs move the parameters and PROFIT projects."""
     meta, arrays = results
-    from tests import _sharded_training as st
+    from tests.library import _sharded_training as st
 
     init = st.flat_with_paths(st.init_mlp(0), "params")
     final = leaves(arrays, f"single:{config}")

@@ -1,6 +1,6 @@
 """PROFIT across 2 processes (jax.distributed, gloo CPU collectives), 2 CPU devices each.
 
-Starts two ``tests/_mp_worker.py`` processes on this machine that join through a
+Starts two ``tests/library/_mp_worker.py`` processes on this machine that join through a
 coordinator on a free local port, shard the parameters across both processes
 (1-D FSDP mesh; 2-D ``data`` × ``model`` mesh), train PROFIT for three cycles,
 save and restore an Orbax checkpoint mid-cycle and continue from it. The
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import _sharded_training as st
 from tests._procs import kill_all, wait_all
-from tests.test_sharding import subprocess_env
+from tests.library import _sharded_training as st
+from tests.library.test_sharding import subprocess_env
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER = ROOT / "tests" / "_mp_worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "tests" / "library" / "_mp_worker.py"
 NUM_PROCESSES = 2
 TIMEOUT_S = 55
 

@@ -27,7 +27,7 @@ from profit_optax._src.readers import find_state
 
 ocp = pytest.importorskip("orbax.checkpoint")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 N_CALLS = 10
 
 
@@ -146,7 +146,7 @@ def test_resume_in_fresh_process_is_bitwise_identical(tmp_path):
     checkpointer.wait_until_finished()
 
     script = (
-        "import sys; from tests.test_checkpoint import CASES, resume\n"
+        "import sys; from tests.library.test_checkpoint import CASES, resume\n"
         "for name in CASES: resume(name, sys.argv[1] + '/' + name, sys.argv[1] + f'/{name}.npz')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}

@@ -10,7 +10,7 @@ import pytest
 
 import profit_optax
 from benchmarks import hlo
-from tests.test_profit import donated_step, mlp_problem, run_optax
+from tests.library.test_profit import donated_step, mlp_problem, run_optax
 
 
 def _scaled(grad_at, scale):
