@@ -101,17 +101,22 @@ def test_cycle_finder_sees_imports_inside_functions(tmp_path):
 
 
 def test_import_loads_only_the_library():
+    """``import profit_optax`` loads neither the experiments, the benchmarks nor flax;
+    ``profit_optax.batch_stats`` (which needs flax) loads on first use."""
     code = (
         "import sys, profit_optax\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('profit_optax', 'benchmarks', "
-        "'experiments'))))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('profit_optax', "
+        "'benchmarks', 'experiments', 'flax')))\n"
+        "print(profit_optax.batch_stats.__name__)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    ).stdout
-    loaded = ast.literal_eval(out)
+    ).stdout.splitlines()
+    loaded = ast.literal_eval(out[0])
     assert "profit_optax._src.profit" in loaded
     assert not [m for m in loaded if not m.startswith("profit_optax")], loaded
+    assert "profit_optax.batch_stats" not in loaded
+    assert out[1] == "profit_optax.batch_stats"  # loaded on first use
     assert not hasattr(profit_optax, "registry")  # the experiments' methods: experiments.methods
 
 
