@@ -4,7 +4,7 @@ Load-independent figures of the donated ``update + apply_updates`` step, read of
 compiled HLO by ``benchmarks.update_cost.phase_analysis`` (the "Compiled donated program"
 table of ``benchmarks/RESULTS.md``) on a transformer-like tree of 1e6 parameters. The
 bounds are the figures measured on 2026-12-03 (jax/jaxlib 0.10.2 on CPU; the pass-by-pass
-account of each phase is in ``benchmarks/results/update_passes.md``); a change that adds
+account of each phase is in ``benchmarks/analysis/update_passes.md``); a change that adds
 a pass fails here, and :func:`test_a_worse_program_fails_the_bounds` checks that it does.
 A new XLA may fuse differently: re-measure before moving a bound.
 """
