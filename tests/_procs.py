@@ -1,13 +1,21 @@
-"""Waiting for and cleaning up the worker processes that multi-process tests start."""
+"""Starting, waiting for and cleaning up the worker processes that multi-process tests start."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from typing import IO
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for a coordinator."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_all(procs: Sequence[subprocess.Popen], start: float, timeout_s: float) -> None:

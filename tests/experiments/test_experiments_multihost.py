@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._procs import kill_all, wait_all
+from tests._procs import free_port, kill_all, wait_all
 
 ROOT = Path(__file__).resolve().parents[2]
 NUM_PROCESSES = 2
@@ -49,12 +48,6 @@ def get_config():
     cfg.ablation.update({"ratios": (), "n_refs": ()})
     cfg.n_ref_grid = ()
     return cfg
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker_env() -> dict[str, str]:

@@ -10,7 +10,6 @@ killed (whole process group) whatever happens.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._procs import kill_all, wait_all
+from tests._procs import free_port, kill_all, wait_all
 from tests.library import _sharded_training as st
 from tests.library.test_sharding import subprocess_env
 
@@ -27,12 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "library" / "_mp_worker.py"
 NUM_PROCESSES = 2
 TIMEOUT_S = 55
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def single_device_reference(tx_name: str, n_steps: int) -> dict[str, np.ndarray]:
