@@ -6,6 +6,8 @@ the training loop stores, differentiates and evaluates the parameters. Every
 method does exactly one gradient evaluation per ``update`` call (SAM in
 transparent mode, PROFIT in alternating mode), so equal numbers of update calls
 mean equal gradient budgets; end runs on a multiple of :attr:`Method.period`.
+The one exception is ``profit`` with ``one_call=True`` (:attr:`Method.grads_per_call`
+gradients per call, the whole cycle; its ``update`` takes PROFIT's ``grad_fn``).
 
 The training loop for any method::
 
@@ -79,6 +81,9 @@ class Method:
         learning-rate schedule counts (``n_ref + 1`` for PROFIT, ``sync_period``
         for SAM, 1 otherwise), so that a budget of ``B`` update calls is
         ``B // grads_per_step`` schedule steps.
+      grads_per_call: gradient evaluations per update call: 1, but ``n_ref + 1`` for
+        PROFIT in one-call mode, whose ``tx.update`` takes ``grad_fn`` (the loop passes
+        it, with ``grads_per_call`` batches per call; ``experiments.common.train``).
     """
 
     name: str
@@ -89,6 +94,7 @@ class Method:
     grad_params_fn: Callable[[Stored], Params] = _identity
     eval_params_fn: Callable[[Stored, optax.OptState], Params] = _stored_is_params
     grads_per_step: int = 1
+    grads_per_call: int = 1
 
     def init_params(self, params: Params) -> Stored:
         """What the training loop stores (``optax.LookaheadParams`` for Lookahead)."""
@@ -115,6 +121,7 @@ class _Built:
     grad_params_fn: Callable[[Stored], Params] = _identity
     eval_params_fn: Callable[[Stored, optax.OptState], Params] = _stored_is_params
     grads_per_step: int = 1
+    grads_per_call: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,14 +263,22 @@ def _profit_tx(hp: dict[str, Any], main: str) -> optax.GradientTransformation:
         n_ref=hp["n_ref"],
         projection=hp["projection"],
         ref_scale=hp["ref_scale"],
+        one_call=hp.get("one_call", False),
     )
 
 
 def _profit(hp: dict[str, Any], m: dict[str, Any], main: str = "adam") -> _Built:
     del m
-    period = hp["n_ref"] + 1
+    grads = hp["n_ref"] + 1
+    if hp.get("one_call", False):  # one call = one whole cycle, n_ref + 1 gradients
+        return _Built(
+            _profit_tx(hp, main),
+            eval_params_fn=ref_params,
+            grads_per_step=grads,
+            grads_per_call=grads,
+        )
     return _Built(
-        _profit_tx(hp, main), period=period, eval_params_fn=ref_params, grads_per_step=period
+        _profit_tx(hp, main), period=grads, eval_params_fn=ref_params, grads_per_step=grads
     )
 
 
@@ -386,9 +401,9 @@ _METHODS: dict[str, _Spec] = {
     "profit": _Spec(
         "PROFIT(Adam) (Chakravarthy et al., NeurIPS 2025): n_ref reference steps, then the "
         "main gradient projected off the reference displacement when they conflict.",
-        {**_ADAM_DEFAULTS, **_PROFIT_DEFAULTS},
+        {**_ADAM_DEFAULTS, **_PROFIT_DEFAULTS, "one_call": False},
         _profit,
-        choices=_PROFIT_CHOICES,
+        choices={**_PROFIT_CHOICES, "one_call": (False, True)},
     ),
     "profit_sgd": _Spec(
         "PROFIT(SGD) (Chakravarthy et al., NeurIPS 2025) with SGD + heavy-ball momentum as the "
@@ -548,6 +563,7 @@ def make_method(
         grad_params_fn=built.grad_params_fn,
         eval_params_fn=built.eval_params_fn,
         grads_per_step=built.grads_per_step,
+        grads_per_call=built.grads_per_call,
     )
 
 

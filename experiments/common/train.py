@@ -11,7 +11,15 @@ with how the loop stores parameters. One update call is::
 and what is evaluated/reported is ``method.eval_params(stored, opt_state)``
 (slow weights for Lookahead, the reference point for PROFIT). Every method does
 one gradient evaluation per update call, so equal numbers of update calls are
-equal compute budgets; budgets must be multiples of ``method.period``.
+equal compute budgets; budgets must be multiples of ``method.period``. The one
+exception, PROFIT in one-call mode (``method.grads_per_call > 1``), takes a whole
+cycle per call: its calls get ``grads_per_call`` batches stacked on a leading axis,
+the first for the gradient at the model, the others for the ``grad_fn`` that the
+loop passes to ``tx.update``.
+
+A model with non-trainable state that its training forward pass moves (batch-norm
+running statistics) trains with a :class:`ModelState`: the state is carried beside
+the parameters, the loss returns the new state, and evaluation sees both.
 """
 
 from __future__ import annotations
@@ -35,8 +43,14 @@ PyTree = Any
 Batch = Mapping[str, Any]
 #: loss_fn(params, batch, rng) -> (scalar loss, dict of scalar metrics)
 LossFn = Callable[[PyTree, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
-#: eval_fn(params) -> dict of Python floats, called on ``method.eval_params(...)``
-EvalFn = Callable[[PyTree], dict[str, float]]
+#: A loss of a model with state: loss_fn(params, batch, rng, state) -> (scalar loss,
+#: (dict of scalar metrics, the state after the forward pass))
+StatefulLossFn = Callable[
+    [PyTree, Batch, jax.Array, PyTree], tuple[jax.Array, tuple[dict[str, jax.Array], PyTree]]
+]
+#: eval_fn(params) -> dict of Python floats, called on ``method.eval_params(...)``;
+#: ``eval_fn(params, state)`` for a model with state
+EvalFn = Callable[..., dict[str, float]]
 
 
 class MethodLike(Protocol):
@@ -47,6 +61,8 @@ class MethodLike(Protocol):
 
     @property
     def period(self) -> int: ...
+    @property
+    def grads_per_call(self) -> int: ...
     def init_params(self, params: PyTree) -> PyTree: ...
     def grad_params(self, stored: PyTree) -> PyTree: ...
     def eval_params(self, stored: PyTree, opt_state: optax.OptState) -> PyTree: ...
@@ -132,6 +148,28 @@ class DataParallel:
 StateMetrics = Callable[[optax.OptState], Mapping[str, jax.Array]]
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelState:
+    """How a model's non-trainable state (batch-norm running statistics) moves in training.
+
+    With it the loss is a :data:`StatefulLossFn`, :meth:`Trainer.fit` takes the initial
+    ``state``, evaluation is ``eval_fn(params, state)`` and the result holds the final
+    ``model_state``.
+
+    Attributes:
+      keep_if: ``keep_if(opt_state) -> bool scalar``, read before the call's update: where
+        true, the call's forward pass leaves the state as it was (e.g.
+        ``profit_optax.at_probe_point``: statistics only from forward passes at the model,
+        not at PROFIT's probe points). None: every call's forward pass moves it.
+      probe_loss_fn: for one-call methods (``grads_per_call > 1``): the loss of the probe
+        gradients, given the state after the call's first forward pass (the state it
+        returns is dropped); None: the training loss.
+    """
+
+    keep_if: Callable[[optax.OptState], jax.Array] | None = None
+    probe_loss_fn: StatefulLossFn | None = None
+
+
 def make_train_step(
     method: MethodLike,
     loss_fn: LossFn,
@@ -163,6 +201,50 @@ def make_train_step(
     return jax.jit(step, in_shardings=(rep, rep, batch_sharding, rep), out_shardings=rep)
 
 
+def make_stateful_step(
+    method: MethodLike,
+    loss_fn: StatefulLossFn,
+    model_state: ModelState,
+    parallel: DataParallel | None = None,
+    state_metrics: StateMetrics | None = None,
+) -> Callable[..., tuple[PyTree, optax.OptState, PyTree, dict]]:
+    """Returns ``step(stored, opt_state, state, batch, rng) -> (stored, opt_state, state,
+    metrics)``, jitted: :func:`make_train_step` for a model with state (:class:`ModelState`)
+    or a method with several gradients per call (``batch``: that many batches, stacked)."""
+    per_call = method.grads_per_call
+    probe_loss = model_state.probe_loss_fn or loss_fn
+
+    def step(stored, opt_state, state, batch, rng):
+        params = method.grad_params(stored)
+        first = jax.tree.map(lambda x: x[0], batch) if per_call > 1 else batch
+        grad_at = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (aux, new_state)), grads = grad_at(params, first, rng, state)
+        extra_args = {}
+        if per_call > 1:  # the probe gradients: batch i + 1, the state after the first pass
+
+            def grad_fn(p, i):
+                b = jax.tree.map(lambda x: x[i + 1], batch)
+                r = jax.random.fold_in(rng, i + 1)
+                return jax.grad(lambda q: probe_loss(q, b, r, new_state)[0])(p)
+
+            extra_args["grad_fn"] = grad_fn
+        if model_state.keep_if is not None:
+            keep = model_state.keep_if(opt_state)
+            new_state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), state, new_state)
+        updates, opt_state = method.tx.update(grads, opt_state, stored, **extra_args)
+        stored = method.apply(stored, updates)
+        extra = dict(state_metrics(opt_state)) if state_metrics is not None else {}
+        return stored, opt_state, new_state, {"loss": loss, **aux, **extra}
+
+    if parallel is None:
+        return jax.jit(step)
+    if per_call > 1:
+        raise ValueError("one-call methods (stacked batches) run on one process only")
+    rep = parallel.replicated
+    batch_sharding = NamedSharding(parallel.mesh, P(parallel.axis))
+    return jax.jit(step, in_shardings=(rep, rep, rep, batch_sharding, rep), out_shardings=rep)
+
+
 @dataclasses.dataclass
 class TrainResult:
     """Outcome of :func:`train`.
@@ -178,6 +260,7 @@ class TrainResult:
       eval_time_s: wall time spent in ``eval_fn``.
       compile_time_s: time to compile the update step (0 when the trainer had
         already compiled it in an earlier run).
+      model_state: the model's final state (a trainer with a :class:`ModelState`).
     """
 
     stored: PyTree
@@ -187,6 +270,7 @@ class TrainResult:
     train_time_s: float
     eval_time_s: float
     compile_time_s: float
+    model_state: PyTree = None
 
 
 class Trainer:
@@ -195,19 +279,28 @@ class Trainer:
     Build one per method and call :meth:`fit` for each run (e.g. each seed):
     the step is compiled once. Runs with different initial parameters need a
     method built for those parameters (registry methods may capture them, e.g.
-    as an L2-SP anchor), hence a new ``Trainer``.
+    as an L2-SP anchor), hence a new ``Trainer``. With ``model_state`` the loss is a
+    :data:`StatefulLossFn` and the model's state travels with the parameters
+    (:class:`ModelState`); a one-call method (``grads_per_call > 1``) needs one.
     """
 
     def __init__(
         self,
         method: MethodLike,
-        loss_fn: LossFn,
+        loss_fn: LossFn | StatefulLossFn,
         parallel: DataParallel | None = None,
         state_metrics: StateMetrics | None = None,
+        model_state: ModelState | None = None,
     ):
         self.method = method
         self.parallel = parallel
-        self.step_fn = make_train_step(method, loss_fn, parallel, state_metrics)
+        self.stateful = model_state is not None
+        if self.stateful:
+            self.step_fn = make_stateful_step(method, loss_fn, model_state, parallel, state_metrics)
+        elif method.grads_per_call > 1:
+            raise ValueError(f"{method.name}: a one-call method needs a ModelState")
+        else:
+            self.step_fn = make_train_step(method, loss_fn, parallel, state_metrics)
         if parallel is None:
             self.eval_params_fn = jax.jit(method.eval_params)
         else:
@@ -226,6 +319,7 @@ class Trainer:
         eval_at_start: bool = False,
         desc: str | None = None,
         progress: bool = True,
+        state: PyTree = None,
     ) -> TrainResult:
         """Runs ``num_steps`` update calls of the method from ``params``.
 
@@ -242,6 +336,7 @@ class Trainer:
           eval_at_start: also evaluate the initial parameters (step 0).
           desc: progress bar label.
           progress: show a tqdm progress bar.
+          state: the model's initial state (a trainer with a :class:`ModelState`).
         """
         method = self.method
         step_fn, eval_params_fn = self.step_fn, self.eval_params_fn
@@ -266,6 +361,9 @@ class Trainer:
             opt_state = jax.jit(method.tx.init, out_shardings=parallel.replicated)(stored)
             rng = parallel.replicate(rng)
             next_batch = lambda: parallel.shard_batch(next(batches))
+            state = parallel.replicate(state)
+        # The arguments of a step besides the batch and key: the state rides along.
+        carry = (stored, opt_state, state) if self.stateful else (stored, opt_state)
 
         history: list[dict[str, float]] = []
         eval_time = 0.0
@@ -275,7 +373,8 @@ class Trainer:
             record: dict[str, float] = {"step": step, **train_metrics}
             if eval_fn is not None:
                 t0 = time.perf_counter()
-                record.update(eval_fn(eval_params_fn(stored, opt_state)))
+                params = eval_params_fn(carry[0], carry[1])
+                record.update(eval_fn(params, carry[2]) if self.stateful else eval_fn(params))
                 eval_time += time.perf_counter() - t0
             history.append(record)
 
@@ -289,7 +388,7 @@ class Trainer:
         if self._compiled_step is None:
             t0 = time.perf_counter()
             self._compiled_step = step_fn.lower(
-                stored, opt_state, first_batch, jax.random.fold_in(rng, 1)
+                *carry, first_batch, jax.random.fold_in(rng, 1)
             ).compile()
             compile_time = time.perf_counter() - t0
         step_fn = self._compiled_step
@@ -297,11 +396,8 @@ class Trainer:
         start = time.perf_counter()
         eval_time_before = eval_time
         for step in range(1, num_steps + 1):
-            stored, opt_state, metrics = step_fn(
-                stored,
-                opt_state,
-                first_batch if step == 1 else next_batch(),
-                jax.random.fold_in(rng, step),
+            *carry, metrics = step_fn(
+                *carry, first_batch if step == 1 else next_batch(), jax.random.fold_in(rng, step)
             )
             sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
             count += 1
@@ -315,14 +411,23 @@ class Trainer:
         train_time = time.perf_counter() - start - (eval_time - eval_time_before)
         bar.close()
         return TrainResult(
-            stored=stored,
-            opt_state=opt_state,
-            eval_params=eval_params_fn(stored, opt_state),
+            stored=carry[0],
+            opt_state=carry[1],
+            eval_params=eval_params_fn(carry[0], carry[1]),
             history=history,
             train_time_s=train_time,
             eval_time_s=eval_time,
             compile_time_s=compile_time,
+            model_state=carry[2] if self.stateful else None,
         )
+
+
+def stack_batches(batches: Iterator[Batch], n: int) -> Iterator[Batch]:
+    """Every ``n`` consecutive batches stacked on a leading axis (the calls of a one-call
+    method: ``n = grads_per_call``), in the order of ``batches``."""
+    while True:
+        group = [next(batches) for _ in range(n)]
+        yield {k: np.stack([b[k] for b in group]) for k in group[0]}
 
 
 def train(

@@ -216,6 +216,7 @@ def test_profit_hparams():
         "ref_ratio": None,
         "ref_scale": 3e-4,
         "projection": "per_tensor",
+        "one_call": False,
     }
     stored, state = train(method, params, 8)
     assert int(state.count) == 0
