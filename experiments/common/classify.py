@@ -125,13 +125,13 @@ def default_mask_fn(params: PyTree) -> dict[str, PyTree]:
     return {"head_mask": masks.head_mask(params), "embed_mask": masks.embedding_mask(params)}
 
 
-def finetune_params(pretrained: PyTree, new_model: nn.Module, sample: ArrayDataset) -> PyTree:
-    """Pretrained backbone + a zero-initialised ``head`` for the new task.
+def with_zero_head(pretrained: PyTree, fresh: PyTree) -> PyTree:
+    """The new task's start: ``pretrained``'s backbone and a zero ``head`` shaped as
+    ``fresh``'s (the new-task model's parameters, or their shapes); the backbones must match.
 
     Zero-initialising the new head is big_vision's fine-tuning default; it also
     makes the starting point identical for every seed and method.
     """
-    fresh = jax.eval_shape(lambda: init_params(new_model, sample, jax.random.key(0)))
     backbone = {k: v for k, v in pretrained.items() if k != HEAD}
     shapes = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
     if shapes(backbone) != shapes({k: v for k, v in fresh.items() if k != HEAD}):

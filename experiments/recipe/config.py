@@ -87,7 +87,9 @@ METHODS = {
 CLASS_SPLIT_METHODS = tuple(METHODS)[: tuple(METHODS).index("profit_warmup") + 1]
 
 
-def _methods(names, lrs=None, ratios=RATIOS) -> dict:
+def method_specs(names, lrs=None, ratios=RATIOS) -> dict:
+    """The ``methods`` entry of a config for registry labels ``names`` (``METHODS``): the
+    learning-rate grid (``lrs``: instead of the method's), PROFIT's also over ``ratios``."""
     out = {}
     for name in names:
         method, grid_lrs, fixed = METHODS[name]
@@ -169,7 +171,7 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
             "warmup_fraction": 0.1,
         }
     )
-    c.methods = _methods(CLASS_SPLIT_METHODS)
+    c.methods = method_specs(CLASS_SPLIT_METHODS)
     c.ablation = ml_collections.ConfigDict(
         {"method": "profit", "ratios": (10.0, 100.0, 1000.0, 10000.0), "n_refs": (1, 2, 5)}
     )
@@ -204,7 +206,7 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
         # further (one value per round, as before) until every choice is inside it.
         c.max_grid_widening = 6
         if same_label in SAME_LABEL_TASKS:
-            c.methods = _methods(PAPER_METHODS + VIT_SAME_LABEL_OURS[same_label])
+            c.methods = method_specs(PAPER_METHODS + VIT_SAME_LABEL_OURS[same_label])
             # 10 epochs, as for the class split: at the MLP's 5 (1,056 calls) the ViT's best
             # baseline was still learning on both shifts (new-task validation accuracy +0.57
             # and +0.73 points over the last 30% of the run; the plateau check allows < 0.5).
@@ -221,7 +223,7 @@ def get_config(mode: str = "mlp") -> ml_collections.ConfigDict:
         c.num_val = 100
         c.pretrain.update({"num_steps": 60, "warmup_steps": 5, "eval_every": 30, "batch_size": 32})
         c.finetune.update({"budget": 12, "curve_points": 2, "batch_size": 32})
-        c.methods = _methods(("adam", "profit", "head_only"), lrs=(1e-3, 3e-3), ratios=(100.0,))
+        c.methods = method_specs(("adam", "profit", "head_only"), lrs=(1e-3, 3e-3), ratios=(100.0,))
         c.ablation.update({"ratios": (10.0,), "n_refs": (1, 2)})
         c.n_ref_grid = (1, 2)
         # widening is tested on its own (tests/experiments/test_protocol.py)
@@ -241,7 +243,7 @@ def _same_label(c: ml_collections.ConfigDict, task: dict) -> None:
     c.task = ml_collections.ConfigDict(
         {"pretrain_fraction": 0.5, "shift": "", "severity": 0.0, "shift_seed": 0, **task},
     )
-    c.methods = _methods(METHODS)  # every registry method
+    c.methods = method_specs(METHODS)  # every registry method
     # 1,056 calls: 5 epochs of the 27,000 fine-tuning images; a multiple of 2, 3, 6 and 8.
     c.finetune.update({"budget": 1056, "curve_points": 8})
     # The second budget view (equal main steps) for the methods with several gradients

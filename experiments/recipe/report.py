@@ -11,16 +11,36 @@ from typing import Any
 
 from experiments.common import protocol, tables
 
-#: The paper's Table 2, ViT-Tiny, CIFAR-10 → CIFAR-100 (old / new test accuracy, %), copied
-#: exactly; pretrained CIFAR-10 accuracy 82.38%.
-PAPER_TABLE_2_VIT_TINY = {
-    "sgd": (53.63, 61.98),
-    "adam": (56.00, 58.99),
-    "lookahead": (55.64, 61.35),
-    "adan": (53.04, 61.62),
-    "profit": (58.53, 62.20),
+#: The paper's Table 2, CIFAR-10 → CIFAR-100 (old / new test accuracy, %), copied exactly,
+#: and the pretrained CIFAR-10 accuracy: ViT-Tiny (beside the MLP and the ViT-mini) and
+#: ResNet-18 (beside the ResNet-mini).
+PAPER_TABLE_2 = {
+    "ViT-Tiny": (
+        {
+            "sgd": (53.63, 61.98),
+            "adam": (56.00, 58.99),
+            "lookahead": (55.64, 61.35),
+            "adan": (53.04, 61.62),
+            "profit": (58.53, 62.20),
+        },
+        82.38,
+    ),
+    "ResNet-18": (
+        {
+            "sgd": (24.49, 74.59),
+            "adam": (34.64, 73.11),
+            "lookahead": (26.10, 73.82),
+            "adan": (35.17, 72.70),
+            "profit": (35.26, 74.70),
+        },
+        91.06,
+    ),
 }
-PAPER_PRETRAINED_VIT_TINY = 82.38
+
+
+def paper_model(res: Mapping[str, Any]) -> str:
+    """The paper's model a suite's class split stands beside (its Table 2)."""
+    return "ResNet-18" if res["config"]["model"]["kind"] == "resnet" else "ViT-Tiny"
 
 
 def _acc_cells(res: Mapping[str, Any], s: Mapping[str, Any], keys=("old", "new", "mean")):
@@ -28,16 +48,18 @@ def _acc_cells(res: Mapping[str, Any], s: Mapping[str, Any], keys=("old", "new",
 
 
 def paper_table(res: Mapping[str, Any]) -> str:
-    header = ["method", "paper ViT-Tiny: old / new (%)", "ours: old (%)", "ours: new (%)"]
+    model = paper_model(res)
+    paper, pretrained = PAPER_TABLE_2[model]
+    header = ["method", f"paper {model}: old / new (%)", "ours: old (%)", "ours: new (%)"]
     rows = [
         [
             "pretrained",
-            f"{PAPER_PRETRAINED_VIT_TINY} / –",
+            f"{pretrained} / –",
             tables.value(res, res["pretrained"]["old_test_acc"]),
             "–",
         ]
     ]
-    for label, (p_old, p_new) in PAPER_TABLE_2_VIT_TINY.items():
+    for label, (p_old, p_new) in paper.items():
         row = res["rows"].get(label)
         cells = _acc_cells(res, row["summary"], ("old", "new")) if row else ["–", "–"]
         rows.append([f"`{label}`", f"{p_old:.2f} / {p_new:.2f}", *cells])
@@ -52,7 +74,7 @@ def paper_table(res: Mapping[str, Any]) -> str:
 def ordering_sentence(res: Mapping[str, Any]) -> str:
     """Whether the paper's claim (PROFIT first on old and on new accuracy among its five
     methods) reproduces, from the means."""
-    names = [k for k in PAPER_TABLE_2_VIT_TINY if k in res["rows"]]
+    names = [k for k in PAPER_TABLE_2[paper_model(res)][0] if k in res["rows"]]
     if "profit" not in names:
         return ""
     out = []
@@ -136,10 +158,61 @@ def continued_table(res: Mapping[str, Any]) -> str:
     )
 
 
+#: PROFIT's batch-statistics arms (the ResNet suites): mode -> the row that ran it.
+BATCH_STATS_ROWS = {
+    "every_call": "profit",
+    "at_model": "ablation:batch_stats=at_model",
+    "one_call": "ablation:batch_stats=one_call",
+}
+BATCH_STATS_TEXT = {
+    "every_call": "alternating, statistics moved on every call",
+    "at_model": "alternating, statistics moved only at the model",
+    "one_call": "one-call mode, probes on the running statistics",
+}
+
+
+def batch_stats_table(res: Mapping[str, Any]) -> str:
+    """PROFIT's batch-statistics arms at its selected point: each arm's test accuracy and
+    its difference from the best baseline, then the arms' paired differences."""
+    arms = {m: r for m, r in BATCH_STATS_ROWS.items() if r in res["rows"]}
+    base = res["best_baseline"]
+    vs_base = protocol.paired_to(res["rows"], base, list(arms.values()))
+    header = ["arm", "old (%)", "new (%)", "mean (%)", f"Δ mean vs `{base}` (pts)"]
+    rows = []
+    for mode, row in arms.items():
+        d = vs_base[row]["mean"]
+        rows.append(
+            [
+                f"`{mode}`: {BATCH_STATS_TEXT[mode]}",
+                *_acc_cells(res, res["rows"][row]["summary"]),
+                f"{tables.interval(res, d)} {tables.word(res, d)}",
+            ]
+        )
+    pairs = [(a, b) for i, b in enumerate(arms) for a in list(arms)[i + 1 :]]
+    diff_rows = []
+    for a, b in pairs:
+        d = protocol.paired_to(res["rows"], arms[b], [arms[a]])[arms[a]]
+        cells = [tables.interval(res, d[k]) for k in protocol.METRICS]
+        diff_rows.append([f"`{a}` − `{b}`", *cells, tables.word(res, d["mean"])])
+    base_hp = res["selection"][res["config"]["batch_stats"]["method"]]["hparams"]
+    return (
+        tables.table(header, rows)
+        + "\n\n"
+        + tables.table(["arms", "Δ old (pts)", "Δ new (pts)", "Δ mean (pts)", "verdict"], diff_rows)
+        + (
+            f"\n\nPROFIT at its selected point ({protocol.hparams_text(base_hp)}), the batch-norm "
+            "statistics treated three ways; test accuracy, "
+            f"{res['spread']}; differences paired over the reporting seeds, mean [95% "
+            "t-interval], better / worse when the interval excludes 0. Every arm evaluates "
+            "in eval mode, on the running statistics it collected; equal gradient evaluations."
+        )
+    )
+
+
 def blocks(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
     """The suite's tables by name: beside the paper (class split only), tuned, ablations
-    (when run), PROFIT against the best baseline, and on maintenance every method against
-    plain continued Adam/AdamW."""
+    (when run), the batch-statistics arms (when run), PROFIT against the best baseline,
+    and on maintenance every method against plain continued Adam/AdamW."""
     out = {}
     if res["config"]["task"]["kind"] == "class_split":
         out[f"{prefix}_table2"] = paper_table(res)
@@ -147,6 +220,8 @@ def blocks(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
     for kind in ("ratio", "n_ref"):
         if any(k.startswith(f"ablation:{kind}=") for k in res["rows"]):
             out[f"{prefix}_{kind}"] = ablation_table(res, kind)
+    if any(r in res["rows"] for r in list(BATCH_STATS_ROWS.values())[1:]):
+        out[f"{prefix}_batch_stats"] = batch_stats_table(res)
     out[f"{prefix}_vs_best"] = tables.comparison_table(res)
     if res["config"]["task"]["kind"] == "maintenance" and any(r in res["rows"] for r in CONTINUED):
         out[f"{prefix}_vs_continued"] = continued_table(res)
@@ -154,10 +229,11 @@ def blocks(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
 
 
 TITLES = {
-    "table2": "Beside the paper (Table 2, ViT-Tiny)",
+    "table2": "Beside the paper (Table 2, {model})",
     "tuned": "Every method at its own learning rate",
     "ratio": "Ablation: λ ratio (Table 9)",
     "n_ref": "Ablation: n_ref (Table 8)",
+    "batch_stats": "PROFIT and batch-norm statistics",
     "vs_best": "PROFIT against the best baseline",
     "vs_continued": "Every method against plain continued training",
 }
@@ -173,7 +249,7 @@ def page(res: Mapping[str, Any], prefix: str) -> str:
         f"test {100 * pre['old_test_acc']:.2f}%.",
         "",
     ]
-    titles = {f"{prefix}_{k}": v for k, v in TITLES.items()}
+    titles = {f"{prefix}_{k}": v.format(model=paper_model(res)) for k, v in TITLES.items()}
     return tables.markdown(res, blocks(res, prefix), titles, preamble)
 
 

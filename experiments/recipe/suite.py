@@ -9,6 +9,11 @@ kept; the new part's images shifted, or as they are). Extra rows: PROFIT's λ ra
 and n_ref ablations at its selected point. Plateau check: the best baseline's new-task
 validation accuracy rose less than 0.5 points over the last 30% of its run.
 
+The model's interface (:meth:`Suite.init_weights`, :meth:`Suite.fit` and the methods
+beside them) is flax.linen's here, the model's weights its parameters; a suite of
+another model family overrides it (``experiments.resnet.suite``: NNX, with batch-norm
+statistics beside the parameters).
+
 With several processes (``jax.distributed``, :mod:`experiments.common.suite_cli`),
 every update step and evaluation runs data parallel over all processes' devices
 (:class:`~experiments.common.train.DataParallel`), each process feeding its own rows
@@ -32,7 +37,13 @@ from experiments.common import classify, protocol, results
 from experiments.common import suite as framework
 from experiments.common.data import eval_batches, split_fraction, split_validation, train_batches
 from experiments.common.shifts import shift_dataset
-from experiments.common.train import DataParallel, Trainer, make_classifier_eval, train
+from experiments.common.train import (
+    DataParallel,
+    Trainer,
+    TrainResult,
+    make_classifier_eval,
+    stack_batches,
+)
 
 PROTOCOL = "recipe/v1"
 METRIC = framework.Metric(
@@ -113,6 +124,52 @@ class Suite(framework.Suite):
         n_new = self.data["new_train"].num_classes
         return build_model(self.cfg.model, n_old), build_model(self.cfg.model, n_new)
 
+    # --- the model's interface (flax.linen: the weights are the parameters) ------------
+
+    def init_weights(self, which: int, rng: jax.Array) -> Any:
+        """Fresh weights of the old (``which`` 0) or the new (1) task's model."""
+        return classify.init_params(self.models[which], self.data["old_train"], rng)
+
+    def trainable(self, weights: Any) -> Any:
+        """The part of ``weights`` that the optimizers update (the parameters)."""
+        return weights
+
+    def with_new_head(self, pretrained: Any) -> Any:
+        """The class split's start: the pretrained backbone, a zero head for the new task."""
+        fresh = jax.eval_shape(lambda: self.init_weights(1, jax.random.key(0)))
+        return classify.with_zero_head(pretrained, fresh)
+
+    def with_head_of(self, weights: Any, source: Any) -> Any:
+        """``weights`` with the head of ``source`` (old accuracy under the pretrained head)."""
+        return {**weights, classify.HEAD: source[classify.HEAD]}
+
+    def apply_fn(self, which: int):
+        """``(weights, uint8 images) -> logits`` of a task's model, in inference mode."""
+        return classify.make_apply_fn(self.models[which])
+
+    def fit(
+        self,
+        method: Any,
+        which: int,
+        weights: Any,
+        batches: Any,
+        num_steps: int,
+        *,
+        eval_fn: Any,
+        hparams: Mapping[str, Any] | None = None,
+        state_metrics: Any = None,
+        **kwargs: Any,
+    ) -> tuple[Any, TrainResult]:
+        """Trains ``weights`` of a task's model (``which``) with ``method``: the final weights
+        to evaluate and the :class:`~experiments.common.train.TrainResult`; ``eval_fn``
+        takes weights; ``hparams``: the run's (a suite whose training depends on more than
+        the method reads them)."""
+        del hparams
+        loss = classify.make_loss_fn(self.models[which], self.cfg.augment)
+        trainer = Trainer(method, loss, self.parallel, state_metrics)
+        res = trainer.fit(weights, batches, num_steps, eval_fn=eval_fn, **kwargs)
+        return res.eval_params, res
+
     # --- pretraining -----------------------------------------------------------------
 
     def pretrain_config(self) -> dict[str, Any]:
@@ -135,22 +192,19 @@ class Suite(framework.Suite):
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 (compiled once per process)
     def _evaluator(self, which: str):
-        model = self.models[0 if which == "old" else 1]
-        return make_classifier_eval(classify.make_apply_fn(model), self.parallel)
+        return make_classifier_eval(self.apply_fn(0 if which == "old" else 1), self.parallel)
 
     def _pretrain(self) -> dict[str, Any]:
         cfg, d = self.cfg.pretrain, self.data
-        old_model = self.models[0]
         init_rng, train_rng = jax.random.split(jax.random.key(cfg.seed))
-        params = classify.init_params(old_model, d["old_train"], init_rng)
         evaluate = self._evaluator("old")
         bs = self.cfg.eval_batch_size
         from experiments.methods import plain_method
 
-        result = train(
+        params, result = self.fit(
             plain_method("pretrain_adamw", classify.pretrain_optimizer(cfg)),
-            params,
-            classify.make_loss_fn(old_model, self.cfg.augment),
+            0,
+            self.init_weights(0, init_rng),
             train_batches(d["old_train"], cfg.batch_size, seed=cfg.seed),
             cfg.num_steps,
             rng=train_rng,
@@ -159,9 +213,7 @@ class Suite(framework.Suite):
             },
             eval_every=cfg.eval_every,
             progress=self.progress,
-            parallel=self.parallel,
         )
-        params = result.eval_params
         if jax.process_index() == 0:  # replicated: every process holds the whole model
             host = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
             results.write_text_atomic(self._params_path(), flax.serialization.to_bytes(host))
@@ -189,16 +241,14 @@ class Suite(framework.Suite):
         path = self._params_path()
         if not path.exists():  # only the JSON records of a cache are committed
             self._pretrain()
-        template = jax.eval_shape(
-            lambda: classify.init_params(self.models[0], self.data["old_train"], jax.random.key(0))
-        )
+        template = jax.eval_shape(lambda: self.init_weights(0, jax.random.key(0)))
         return flax.serialization.from_bytes(template, path.read_bytes())
 
     @functools.cached_property
     def start_params(self) -> Any:
         if self.kind != "class_split":  # same labels: the whole model, head included
             return self.pretrained
-        return classify.finetune_params(self.pretrained, self.models[1], self.data["new_train"])
+        return self.with_new_head(self.pretrained)
 
     def accuracies(self, params: Any, which: str) -> dict[str, float]:
         """Old- and new-task accuracy of ``params`` on the ``which`` split (val or test).
@@ -211,10 +261,10 @@ class Suite(framework.Suite):
             params = self.parallel.replicate(params)
         old_params = params
         if self.kind == "class_split":
-            head = self.pretrained[classify.HEAD]
+            pretrained = self.pretrained
             if self.parallel is not None:
-                head = self.parallel.replicate(head)
-            old_params = {**params, classify.HEAD: head}
+                pretrained = self.parallel.replicate(pretrained)
+            old_params = self.with_head_of(params, pretrained)
         old = self._evaluator("old")(old_params, eval_batches(d[f"old_{which}"], bs))
         new = self._evaluator("new")(params, eval_batches(d[f"new_{which}"], bs))
         return {"old": old["accuracy"], "new": new["accuracy"]}
@@ -228,7 +278,7 @@ class Suite(framework.Suite):
         from experiments import methods as registry
 
         spec = self.cfg.methods[label]
-        params = self.start_params
+        params = self.trainable(self.start_params)
         kwargs = {**classify.default_mask_fn(params), **spec.fixed.to_dict(), **hparams}
         if spec.method == "profit_warmup":
             ft = self.cfg.finetune
@@ -265,35 +315,41 @@ class Suite(framework.Suite):
         ft, d = self.cfg.finetune, self.data
         method = self.build(label, hparams, calls)
         every = calls // ft.curve_points
-        if every % method.period or calls % method.period:
-            raise ValueError(
-                f"{label}: {calls} calls / eval interval not multiples of {method.period}"
-            )
+        per_call = method.grads_per_call  # > 1: one-call PROFIT, a whole cycle per call
+        unit = method.period * per_call
+        if every % unit or calls % unit:
+            raise ValueError(f"{label}: {calls} calls / eval interval not multiples of {unit}")
         start = time.perf_counter()
         state_metrics = _profit_diagnostics if protocol.is_profit(method.name) else None
-        loss = classify.make_loss_fn(self.models[1], self.cfg.augment)
-        trainer = Trainer(method, loss, self.parallel, state_metrics)
-        res = trainer.fit(
+        batches = train_batches(d["new_train"], ft.batch_size, seed=seed)
+        final, res = self.fit(
+            method,
+            1,
             self.start_params,
-            train_batches(d["new_train"], ft.batch_size, seed=seed),
-            calls,
+            stack_batches(batches, per_call) if per_call > 1 else batches,
+            calls // per_call,
             rng=jax.random.key(seed),
             eval_fn=lambda p: {f"val_{k}": v for k, v in self.accuracies(p, "val").items()},
-            eval_every=every,
+            eval_every=every // per_call,
             eval_at_start=True,
             progress=self.progress,
+            hparams=hparams,
+            state_metrics=state_metrics,
         )
-        final = res.eval_params
-        return {
+        curve = [{**h, "step": h["step"] * per_call} for h in res.history]  # in gradients
+        out = {
             "val": self.accuracies(final, "val"),
             "test": self.accuracies(final, "test") if split == "test" else {},
-            "curve": res.history,
+            "curve": curve,
             "calls": calls,
             "period": method.period,
             "grads_per_step": method.grads_per_step,
             "train_time_s": res.train_time_s,
             "wall_time_s": time.perf_counter() - start,
         }
+        if per_call > 1:
+            out["grads_per_call"] = per_call
+        return out
 
     def extra_rows(self, selections: Mapping[str, protocol.Selection]) -> dict[str, dict]:
         """PROFIT's ablations at its selected point: λ ratio and n_ref (not compared)."""
