@@ -34,11 +34,13 @@ import numpy as np
 from experiments.common import protocol, results, tables
 
 #: Every committed suite: (results folder under experiments/results, report module, task,
-#: model). Each folder holds the suite's ``results.json``, ``results.md`` and figures.
+#: model). Each folder holds the suite's ``results.json``, ``results.md`` and figures; a
+#: suite whose folder has no ``results.json`` yet (a run in progress) has no rows.
 SUITES = (
     ("paper_toy", "experiments.paper_toy.report", "paper toy", "2-500-500-1 MLP"),
     ("recipe_mlp", "experiments.recipe.report", "class split 0-4 → 5-9", "MLP"),
     ("recipe_vit", "experiments.recipe.report", "class split 0-4 → 5-9", "ViT-mini"),
+    ("resnet_class_split", "experiments.recipe.report", "class split 0-4 → 5-9", "ResNet-mini"),
     ("recipe_shift_rotate", "experiments.recipe.report", "covariate shift: rotation", "MLP"),
     (
         "recipe_vit_shift_rotate",
@@ -46,8 +48,15 @@ SUITES = (
         "covariate shift: rotation",
         "ViT-mini",
     ),
+    (
+        "resnet_shift_rotate",
+        "experiments.recipe.report",
+        "covariate shift: rotation",
+        "ResNet-mini",
+    ),
     ("recipe_shift_noise", "experiments.recipe.report", "covariate shift: noise", "MLP"),
     ("recipe_vit_shift_noise", "experiments.recipe.report", "covariate shift: noise", "ViT-mini"),
+    ("resnet_shift_noise", "experiments.recipe.report", "covariate shift: noise", "ResNet-mini"),
     ("recipe_maintenance", "experiments.recipe.report", "maintenance (same distribution)", "MLP"),
     (
         "recipe_vit_maintenance",

@@ -187,3 +187,26 @@ def test_one_call_trainer_takes_stacked_batches_and_probes_on_the_running_statis
         lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-6), one.model_state, expected
     )
     assert all(jax.tree.leaves(close))
+
+
+def test_verdict_has_resnet_rows_once_a_results_file_exists(quick, tmp_path):
+    """The ResNet suites are in the verdict; a suite without its results.json yet (a run
+    in progress) has no rows and no blocks."""
+    from experiments import report as docs_report
+    from experiments import verdict
+
+    folders = [f for f, *_ in verdict.SUITES if f.startswith("resnet_")]
+    assert folders == ["resnet_class_split", "resnet_shift_rotate", "resnet_shift_noise"]
+    assert verdict.rows(tmp_path) == []
+    assert not any(k.startswith("resnet_") for k in docs_report.render_all(tmp_path))
+    (tmp_path / "resnet_class_split").mkdir()
+    res = {"environment": {}, **quick[3]}
+    (tmp_path / "resnet_class_split" / "results.json").write_text(json.dumps(res))
+    rows = verdict.rows(tmp_path)
+    assert {r["model"] for r in rows} == {"ResNet-mini"}
+    assert {r["task"] for r in rows} == {
+        "class split 0-4 → 5-9",
+        "class split 0-4 → 5-9 (equal main steps)",
+    }
+    assert {r["profit"] for r in rows} == {"profit", "profit@main"}  # never an arm
+    assert "resnet_class_split_batch_stats" in docs_report.render_all(tmp_path)
