@@ -3,8 +3,8 @@
 For each ``n_ref`` in ``--n-refs``: the alternating-mode step (one gradient,
 ``tx.update``, ``apply_updates``) and the one-call step
 (``profit(..., one_call=True)`` with ``grad_fn``: the whole cycle, ``n_ref + 1``
-gradients, in one call; the reference steps run in a ``fori_loop``, so its
-program must not grow with ``n_ref``). Times ``jit(...).lower()`` and
+gradients, in one call; the reference steps are unrolled at trace time, so its
+program grows with ``n_ref``: one more gradient per reference step). Times ``jit(...).lower()`` and
 ``.compile()`` separately, each on a fresh function (no cache hits), median of
 ``--repeats``; also the compiled HLO's size (characters). Adam's step is the
 reference point.

@@ -34,9 +34,15 @@ PAGE = ROOT / "benchmarks" / "RESULTS.md"
 BLOCKS: dict[str, tuple[Callable[[dict[str, Any]], str], str]] = {
     "update_cost": (
         update_cost.report_markdown,
-        "python -m benchmarks.update_cost --sizes 1e7 --dtypes float32 --rounds 7 "
+        "python -m benchmarks.update_cost --sizes 1e7 --dtypes float32 bfloat16 --rounds 7 "
         "--no-phase-timing --methods adam profit_sgd_n1 profit_sgd_n2 profit_sgd_n3 "
-        "profit_auto_n1 sam --json benchmarks/results/update_cost.json",
+        "profit_auto_n1 profit_lean sam --json benchmarks/results/update_cost.json",
+    ),
+    "update_cost_1e8": (
+        update_cost.report_markdown,
+        "python -m benchmarks.update_cost --sizes 1e8 --dtypes float32 --rounds 3 "
+        "--no-phase-timing --methods adam profit_sgd_n1 profit_auto_n1 profit_lean "
+        "--json benchmarks/results/update_cost_1e8.json",
     ),
     "update_cost_phases": (
         update_cost.report_markdown,

@@ -394,6 +394,7 @@ README_COLUMNS = (
     ("profit_sgd_n2", "n_ref=2"),
     ("profit_sgd_n3", "n_ref=3"),
     ("profit_auto_n1", "PROFIT, automatic reference (n_ref=1)"),
+    ("profit_lean", "profit_lean"),
     ("sam", "SAM(Adam)"),
 )
 

@@ -33,8 +33,8 @@ model:
   (same gradients, same statistics); pass ``nnx.view(model,
   use_running_average=True)`` to take them with the running statistics instead.
 
-``i`` is traced (PROFIT loops over the reference steps with ``jax.lax.fori_loop``):
-index arrays with it, not Python lists. This module imports ``flax``;
+``i`` is a Python ``int`` (PROFIT unrolls the reference steps at trace time), so
+arrays and Python lists of batches both index with it. This module imports ``flax``;
 ``import profit_optax`` does not load it.
 """
 

@@ -539,6 +539,26 @@ def test_one_call_mode_equals_alternating_mode(n_ref):
     assert state.theta_ref is None
 
 
+@pytest.mark.parametrize("n_ref", [1, 3])
+def test_one_call_mode_unrolls_the_reference_steps(n_ref):
+    # The cycle is unrolled at trace time (no `while` in the program: XLA:CPU runs
+    # convolutions inside a loop ~15x slower), and grad_fn sees i = 0 .. n_ref - 1 as ints.
+    tx = profit_optax.profit(optax.adam(1e-2), optax.sgd(5e-3), n_ref=n_ref, one_call=True)
+    params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+    seen = []
+
+    def grad_fn(p, i):
+        seen.append(i)
+        return jax.tree.map(lambda a: a * 0.5 + i, p)
+
+    def step(params, state):
+        return tx.update(params, state, params, grad_fn=grad_fn)
+
+    jaxpr = str(jax.make_jaxpr(step)(params, tx.init(params)))
+    assert "while[" not in jaxpr
+    assert seen == list(range(n_ref)) and all(type(i) is int for i in seen)
+
+
 def test_one_call_mode_requires_grad_fn():
     tx = profit_optax.profit(optax.sgd(0.1), optax.sgd(0.01), one_call=True)
     params = {"w": jnp.ones(2)}
