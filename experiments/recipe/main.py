@@ -15,10 +15,11 @@ from experiments.recipe import report, suite
 CONFIG_FILE = "experiments/recipe/config.py"
 
 
-def write_outputs(res: dict[str, Any], out: Path) -> Path:
+def write_outputs(res: dict[str, Any], out: Path, suite_name: str = "recipe") -> Path:
+    """The figures and ``results.md`` (its tables named ``<suite_name>_<mode>_...``)."""
     report.plot(res, out)
     return results.write_text_atomic(
-        out / "results.md", report.page(res, f"recipe_{res['config']['mode']}")
+        out / "results.md", report.page(res, f"{suite_name}_{res['config']['mode']}")
     )
 
 

@@ -9,7 +9,7 @@ kept; the new part's images shifted, or as they are). Extra rows: PROFIT's λ ra
 and n_ref ablations at its selected point. Plateau check: the best baseline's new-task
 validation accuracy rose less than 0.5 points over the last 30% of its run.
 
-The model's interface (:meth:`Suite.init_weights`, :meth:`Suite.fit` and the methods
+The model's interface (:meth:`Suite.init_weights`, :meth:`Suite.trainer` and the methods
 beside them) is flax.linen's here, the model's weights its parameters; a suite of
 another model family overrides it (``experiments.resnet.suite``: NNX, with batch-norm
 statistics beside the parameters).
@@ -40,7 +40,6 @@ from experiments.common.shifts import shift_dataset
 from experiments.common.train import (
     DataParallel,
     Trainer,
-    TrainResult,
     make_classifier_eval,
     stack_batches,
 )
@@ -147,27 +146,20 @@ class Suite(framework.Suite):
         """``(weights, uint8 images) -> logits`` of a task's model, in inference mode."""
         return classify.make_apply_fn(self.models[which])
 
-    def fit(
-        self,
-        method: Any,
-        which: int,
-        weights: Any,
-        batches: Any,
-        num_steps: int,
-        *,
-        eval_fn: Any,
-        hparams: Mapping[str, Any] | None = None,
-        state_metrics: Any = None,
-        **kwargs: Any,
-    ) -> tuple[Any, TrainResult]:
-        """Trains ``weights`` of a task's model (``which``) with ``method``: the final weights
-        to evaluate and the :class:`~experiments.common.train.TrainResult`; ``eval_fn``
-        takes weights; ``hparams``: the run's (a suite whose training depends on more than
-        the method reads them)."""
+    def trainer(
+        self, method: Any, which: int, hparams: Mapping[str, Any] | None = None, metrics=None
+    ) -> Trainer:
+        """The training loop of ``method`` on a task's model (``which``); ``hparams``: the
+        run's (a suite whose loop depends on more than the method reads them); ``metrics``:
+        the trainer's ``state_metrics``."""
         del hparams
         loss = classify.make_loss_fn(self.models[which], self.cfg.augment)
-        trainer = Trainer(method, loss, self.parallel, state_metrics)
-        res = trainer.fit(weights, batches, num_steps, eval_fn=eval_fn, **kwargs)
+        return Trainer(method, loss, self.parallel, metrics)
+
+    def fit(self, trainer: Trainer, weights: Any, *args: Any, **kwargs: Any):
+        """``trainer.fit`` from ``weights`` (``eval_fn`` takes weights): the final weights to
+        evaluate and the :class:`~experiments.common.train.TrainResult`."""
+        res = trainer.fit(weights, *args, **kwargs)
         return res.eval_params, res
 
     # --- pretraining -----------------------------------------------------------------
@@ -202,8 +194,7 @@ class Suite(framework.Suite):
         from experiments.methods import plain_method
 
         params, result = self.fit(
-            plain_method("pretrain_adamw", classify.pretrain_optimizer(cfg)),
-            0,
+            self.trainer(plain_method("pretrain_adamw", classify.pretrain_optimizer(cfg)), 0),
             self.init_weights(0, init_rng),
             train_batches(d["old_train"], cfg.batch_size, seed=cfg.seed),
             cfg.num_steps,
@@ -323,8 +314,7 @@ class Suite(framework.Suite):
         state_metrics = _profit_diagnostics if protocol.is_profit(method.name) else None
         batches = train_batches(d["new_train"], ft.batch_size, seed=seed)
         final, res = self.fit(
-            method,
-            1,
+            self.trainer(method, 1, hparams, state_metrics),
             self.start_params,
             stack_batches(batches, per_call) if per_call > 1 else batches,
             calls // per_call,
@@ -333,8 +323,6 @@ class Suite(framework.Suite):
             eval_every=every // per_call,
             eval_at_start=True,
             progress=self.progress,
-            hparams=hparams,
-            state_metrics=state_metrics,
         )
         curve = [{**h, "step": h["step"] * per_call} for h in res.history]  # in gradients
         out = {

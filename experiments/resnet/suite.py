@@ -33,7 +33,7 @@ from flax import nnx
 
 from experiments.common import protocol
 from experiments.common.data import normalize, random_crop_flip
-from experiments.common.train import ModelState, Trainer, TrainResult
+from experiments.common.train import ModelState, Trainer
 from experiments.recipe import suite as recipe
 from experiments.resnet.model import resnet
 
@@ -111,30 +111,22 @@ class Suite(recipe.Suite):
 
         return loss_fn
 
-    def fit(
-        self,
-        method: Any,
-        which: int,
-        weights: Any,
-        batches: Any,
-        num_steps: int,
-        *,
-        eval_fn: Any,
-        hparams: Mapping[str, Any] | None = None,
-        state_metrics: Any = None,
-        **kwargs: Any,
-    ) -> tuple[Any, TrainResult]:
+    def trainer(
+        self, method: Any, which: int, hparams: Mapping[str, Any] | None = None, metrics=None
+    ) -> Trainer:
+        """The loop with the running statistics beside the parameters, moved as the run's
+        ``batch_stats`` mode says (the module)."""
         mode = batch_stats_mode(hparams or {})
         model_state = ModelState(
             keep_if=_at_probe_point if mode == "at_model" else None,
             probe_loss_fn=self.loss_fn(which, train=False) if mode == "one_call" else None,
         )
-        loss = self.loss_fn(which)
-        trainer = Trainer(method, loss, self.parallel, state_metrics, model_state)
+        return Trainer(method, self.loss_fn(which), self.parallel, metrics, model_state)
+
+    def fit(self, trainer: Trainer, weights: Any, *args: Any, eval_fn: Any, **kwargs: Any):
         res = trainer.fit(
             weights["params"],
-            batches,
-            num_steps,
+            *args,
             eval_fn=lambda p, s: eval_fn({"params": p, "batch_stats": s}),
             state=weights["batch_stats"],
             **kwargs,
