@@ -125,6 +125,13 @@ def default_mask_fn(params: PyTree) -> dict[str, PyTree]:
     return {"head_mask": masks.head_mask(params), "embed_mask": masks.embedding_mask(params)}
 
 
+def finetune_params(pretrained: PyTree, new_model: nn.Module, sample: ArrayDataset) -> PyTree:
+    """Pretrained backbone + a zero-initialised ``head`` for ``new_model`` (a linen model
+    initialised for the images of ``sample``): :func:`with_zero_head`."""
+    fresh = jax.eval_shape(lambda: init_params(new_model, sample, jax.random.key(0)))
+    return with_zero_head(pretrained, fresh)
+
+
 def with_zero_head(pretrained: PyTree, fresh: PyTree) -> PyTree:
     """The new task's start: ``pretrained``'s backbone and a zero ``head`` shaped as
     ``fresh``'s (the new-task model's parameters, or their shapes); the backbones must match.
