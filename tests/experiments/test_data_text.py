@@ -311,3 +311,21 @@ def test_windows_on_a_tiny_slice_of_the_bible():
     logits = jax.nn.one_hot(x, 256)  # "next byte = this byte": a poor but finite predictor
     bpb = float(T.bits_per_byte(logits, y))
     assert 0.0 < bpb < 8.0
+
+
+def test_text_import_does_not_load_tfds():
+    """``experiments.data.text`` (the language-model suites) does not load TensorFlow Datasets;
+    ``experiments.data``'s Fashion-MNIST helpers still import from the package, on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, experiments.data.text\n"
+        "print('tensorflow_datasets' in sys.modules)\n"
+        "from experiments.data import ensure_fashion_mnist\n"
+        "print('tensorflow_datasets' in sys.modules, ensure_fashion_mnist.__module__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.splitlines()
+    assert out == ["False", "True experiments.data.fashion_mnist"]
