@@ -1,10 +1,11 @@
-"""Image classification for the suites: old/new task data, loss, heads, pretraining optimizer.
+"""Image classification for the suites: old/new task data, loss, heads.
 
 The helpers a classification suite (``experiments.recipe``) shares: the four datasets of
 an old-task -> new-task pair (TFDS, class subsets), the training loss (augmented,
-normalised images), inference logits, parameter initialisation, the pretraining
-optimizer (AdamW with warm-up and cosine decay), the head/embedding masks of the
-registry methods, and the new-task starting point (pretrained backbone, zero ``head``).
+normalised images), inference logits, parameter initialisation, the head/embedding masks
+of the registry methods, and the new-task starting point (pretrained backbone, zero
+``head``). The pretraining optimizer is every suite's:
+:func:`experiments.common.train.pretrain_optimizer`.
 """
 
 from __future__ import annotations
@@ -98,21 +99,6 @@ def init_params(model: nn.Module, sample: ArrayDataset, rng: jax.Array) -> PyTre
     """Initialises ``model`` for the image shape of ``sample``."""
     dummy = jnp.zeros((1, *sample.images.shape[1:]), jnp.float32)
     return model.init(rng, dummy, train=False)["params"]
-
-
-def pretrain_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with linear warmup + cosine decay, weight decay on kernels only, gradient clipping."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=cfg.learning_rate,
-        warmup_steps=cfg.warmup_steps,
-        decay_steps=cfg.num_steps,
-    )
-    decay_mask = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip_norm),
-        optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask),
-    )
 
 
 def default_mask_fn(params: PyTree) -> dict[str, PyTree]:

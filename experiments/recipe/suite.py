@@ -32,7 +32,14 @@ from experiments.common import classify, protocol, results
 from experiments.common import suite as framework
 from experiments.common.data import eval_batches, split_fraction, split_validation, train_batches
 from experiments.common.shifts import shift_dataset
-from experiments.common.train import DataParallel, Trainer, make_classifier_eval, train
+from experiments.common.train import (
+    DataParallel,
+    Trainer,
+    make_classifier_eval,
+    pretrain_optimizer,
+    profit_diagnostics,
+    train,
+)
 
 PROTOCOL = "recipe/v1"
 METRIC = framework.Metric(
@@ -148,7 +155,7 @@ class Suite(framework.Suite):
         from experiments.methods import plain_method
 
         result = train(
-            plain_method("pretrain_adamw", classify.pretrain_optimizer(cfg)),
+            plain_method("pretrain_adamw", pretrain_optimizer(cfg)),
             params,
             classify.make_loss_fn(old_model, self.cfg.augment),
             train_batches(d["old_train"], cfg.batch_size, seed=cfg.seed),
@@ -270,7 +277,7 @@ class Suite(framework.Suite):
                 f"{label}: {calls} calls / eval interval not multiples of {method.period}"
             )
         start = time.perf_counter()
-        state_metrics = _profit_diagnostics if protocol.is_profit(method.name) else None
+        state_metrics = profit_diagnostics if protocol.is_profit(method.name) else None
         loss = classify.make_loss_fn(self.models[1], self.cfg.augment)
         trainer = Trainer(method, loss, self.parallel, state_metrics)
         res = trainer.fit(
@@ -314,13 +321,3 @@ class Suite(framework.Suite):
             k: {"method": ab.method, "base": ab.method, "compared": False, **v}
             for k, v in rows.items()
         }
-
-
-def _profit_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
-    """PROFIT's diagnostics of the last main step, logged along training (averaged over the
-    calls between evaluations): conflict rate, cos(g, Δ), removed fraction of ‖g‖."""
-    from profit_optax import diagnostics
-
-    d = diagnostics(opt_state)
-    removed = d["removed_norm"] / jax.numpy.maximum(d["grad_norm"], 1e-30)
-    return {"conflict": d["conflict"], "cos_g_delta": d["cos_g_delta"], "removed_frac": removed}
