@@ -209,14 +209,19 @@ class Suite(framework.Suite):
         """The pretraining record, with the pretrained model's bits per byte on both corpora
         before fine-tuning (``start``; a LoRA model starts equal to its base)."""
         out = dict(self.runner.run_all([(self.pretrain_config(), self._pretrain)])[0])
-        start_job = {
+        out["start"] = self.start_record
+        return out
+
+    @functools.cached_property
+    def start_record(self) -> dict[str, Any]:
+        """The pretrained model's ``{"val", "test"}`` bits per byte (a cached job)."""
+        job = {
             **self.pretrain_config(),
             "job": "start",
             "task": self.cfg.task.to_dict(),
             "eval": self.cfg.eval.to_dict(),
         }
-        out["start"] = self.runner.run_all([(start_job, self._start)])[0]
-        return out
+        return self.runner.run_all([(job, self._start)])[0]
 
     @functools.cached_property
     def pretrained(self) -> dict:
@@ -333,14 +338,16 @@ class Suite(framework.Suite):
             rng=jax.random.key(seed),
             eval_fn=lambda p: {f"val_{k}": v for k, v in self.evaluate(p, "val").items()},
             eval_every=every,
-            eval_at_start=True,
             progress=self.progress,
         )
-        final = res.eval_params
+        # Every run starts from the same model (Lookahead's slow weights and PROFIT's θ_ref
+        # too), evaluated once: the curve's first point is the start record's.
+        begin = {"step": 0, **{f"val_{k}": v for k, v in self.start_record["val"].items()}}
+        curve = [begin, *res.history]
         return {
-            "val": self.evaluate(final, "val"),
-            "test": self.evaluate(final, "test") if split == "test" else {},
-            "curve": res.history,
+            "val": {k: curve[-1][f"val_{k}"] for k in ("old", "new")},
+            "test": self.evaluate(res.eval_params, "test") if split == "test" else {},
+            "curve": curve,
             "calls": calls,
             "period": method.period,
             "grads_per_step": getattr(method, "grads_per_step", 1),
