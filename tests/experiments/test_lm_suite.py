@@ -247,3 +247,35 @@ def test_quick_suite_end_to_end(tmp_path):
     blocks = report.render_all(root)
     assert {"lm_style_full_tuned", "lm_style_full_memory", "verdict"} <= set(blocks)
     assert not any(k.startswith("lm_domain") for k in blocks)
+
+
+@needs_bibles
+def test_pilot_runs_adamw_on_validation_per_task(tmp_path):
+    import ml_collections
+
+    cfg = config.get_config("quick")
+    cfg.pilot = ml_collections.ConfigDict(
+        {
+            "tasks": ("maintenance",),
+            "learning_rates": (3e-3,),
+            "seed": 100,
+            "pretrain_steps": {"web": 20, "web_old": 10},
+        }
+    )
+    cfg.pretrain.eval_every = 5
+    page = suite_cli.run(
+        "lm",
+        cfg,
+        lm_suite.Suite,
+        main.write_outputs,
+        workdir=str(tmp_path / "cache"),
+        out=str(tmp_path / "out"),
+        protocol_fn=main.run,
+    )
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    task = res["tasks"]["maintenance"]
+    assert task["pretrained"]["history"][-1]["step"] == 10  # the old half's own pretraining
+    (run,) = task["runs"].values()
+    assert run["test"] == {} and [p["step"] for p in run["curve"]] == [0, 6, 12]
+    assert "## maintenance" in page.read_text()
+    assert (tmp_path / "out" / "pilot_maintenance.png").exists()
