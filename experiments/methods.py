@@ -49,6 +49,7 @@ __all__ = [
     "method_summary",
     "plain_method",
     "state_bytes_per_param",
+    "warmup_kwargs",
     "warmup_steps",
 ]
 
@@ -286,6 +287,19 @@ def warmup_steps(fraction: float, calls: int, n_ref: int = 1) -> int:
         raise ValueError(f"warmup fraction must be in [0, 1], got {fraction!r}")
     period = n_ref + 1
     return round(fraction * calls / period) * period
+
+
+def warmup_kwargs(name: str, fraction: float, calls: int, n_ref: int = 1) -> dict[str, int]:
+    """``{"warmup_steps": warmup_steps(fraction, calls, n_ref)}`` for a method that warms up
+    (one that takes ``warmup_steps``: ``profit_warmup``, ``profit_adamw_warmup``), else ``{}``.
+
+    Example:
+      >>> warmup_kwargs("profit_warmup", 0.1, 150), warmup_kwargs("adamw", 0.1, 150)
+      ({'warmup_steps': 16}, {})
+    """
+    if "warmup_steps" not in _get_spec(name).defaults:
+        return {}
+    return {"warmup_steps": warmup_steps(fraction, calls, n_ref)}
 
 
 def _profit_warmup(hp: dict[str, Any], m: dict[str, Any], main: str = "adam") -> _Built:

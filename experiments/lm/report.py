@@ -49,11 +49,7 @@ def blocks(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
     return out
 
 
-TITLES = {
-    "tuned": "Every method at its own learning rate",
-    "vs_best": "PROFIT against the best baseline",
-    "memory": "Optimizer memory",
-}
+TITLES = {**tables.TITLES, "memory": "Optimizer memory"}
 
 
 def page(res: Mapping[str, Any], prefix: str) -> str:
@@ -72,18 +68,10 @@ def page(res: Mapping[str, Any], prefix: str) -> str:
 def plot(res: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """The figures of :func:`experiments.common.tables.plot` and ``pretrain.png`` (validation
     bits per byte along pretraining: the convergence check)."""
-    import matplotlib.pyplot as plt
+    from experiments.common import plotting
 
     start = res["pretrained"]["start"]["test"]["old"]
     paths = tables.plot(res, out_dir, reference_x=start)
-    hist = res["pretrained"]["history"]
-    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
-    ax.plot([h["step"] for h in hist], [h["val_bpb"] for h in hist], "o-")
-    ax.set_xlabel("pretraining step")
-    ax.set_ylabel("validation bits per byte")
-    ax.set_title("pretraining (AdamW): convergence")
-    fig.tight_layout()
-    paths.append(out_dir / "pretrain.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    hist, path = res["pretrained"]["history"], out_dir / "pretrain.png"
+    paths.append(plotting.plot_pretraining(hist, "val_bpb", path, ylabel="validation bpb"))
     return paths

@@ -251,39 +251,20 @@ class Suite(framework.Suite):
         head: every parameter pulled toward its start; ``profit_warmup``: AdamW for
         ``finetune.warmup_fraction`` of the budget, also in the ``@main`` rows)."""
         del calls  # a constant learning rate: the method does not depend on the run length
-        from experiments import methods as registry
-
-        spec = self.cfg.methods[label]
         params = self.start.params
         no_head = jax.tree.map(lambda _: False, params)
-        kwargs = {"head_mask": no_head, **spec.fixed.to_dict(), **hparams}
-        if spec.method.endswith("_warmup"):
-            ft = self.cfg.finetune
-            kwargs["warmup_steps"] = registry.warmup_steps(
-                ft.warmup_fraction, ft.budget, hparams.get("n_ref", 1)
-            )
-        return registry.make_method(spec.method, params, **kwargs)
+        return framework.registry_method(self.cfg, label, hparams, params, head_mask=no_head)
 
     def job(
         self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int
     ) -> dict[str, Any]:
         """The run's full configuration (its cache key); ``calls`` only when not the budget."""
-        spec = self.cfg.methods[label]
-        out = {
+        context = {
             **self.pretrain_config(),
-            "job": "finetune",
             "task": self.cfg.task.to_dict(),
-            "finetune": self.cfg.finetune.to_dict(),
             "eval": self.cfg.eval.to_dict(),
-            "method": spec.method,
-            "fixed": spec.fixed.to_dict(),
-            "hparams": dict(hparams),
-            "seed": seed,
-            "split": split,
         }
-        if calls != self.cfg.finetune.budget:
-            out["calls"] = calls
-        return out
+        return framework.finetune_job(self.cfg, context, label, hparams, seed, split, calls)
 
     def memory(self, method: Any) -> dict[str, int]:
         """Trainable parameters and the method's extra memory in bytes (optimizer state and

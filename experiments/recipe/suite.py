@@ -232,39 +232,19 @@ class Suite(framework.Suite):
         """The registry method of ``label`` (``profit_warmup``: AdamW for a share of the
         gradient budget, also in the ``@main`` rows)."""
         del calls  # a constant learning rate: the method does not depend on the run length
-        from experiments import methods as registry
-
-        spec = self.cfg.methods[label]
         params = self.start_params
-        kwargs = {**classify.default_mask_fn(params), **spec.fixed.to_dict(), **hparams}
-        if spec.method == "profit_warmup":
-            ft = self.cfg.finetune
-            kwargs["warmup_steps"] = registry.warmup_steps(
-                ft.warmup_fraction, ft.budget, hparams.get("n_ref", 1)
-            )
-        return registry.make_method(spec.method, params, **kwargs)
+        return framework.registry_method(
+            self.cfg, label, hparams, params, **classify.default_mask_fn(params)
+        )
 
     def job(
         self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int
     ) -> dict[str, Any]:
         """The run's full configuration (its cache key); ``calls`` only when not the budget."""
-        spec = self.cfg.methods[label]
-        out = {
-            **self.pretrain_config(),
-            "job": "finetune",
-            "new_task": self.cfg.new_task.to_dict(),
-            "finetune": self.cfg.finetune.to_dict(),
-            "method": spec.method,
-            "fixed": spec.fixed.to_dict(),
-            "hparams": dict(hparams),
-            "seed": seed,
-            "split": split,
-        }
+        context = {**self.pretrain_config(), "new_task": self.cfg.new_task.to_dict()}
         if self.kind != "class_split":
-            out["task"] = self.cfg.task.to_dict()
-        if calls != self.cfg.finetune.budget:
-            out["calls"] = calls
-        return out
+            context["task"] = self.cfg.task.to_dict()
+        return framework.finetune_job(self.cfg, context, label, hparams, seed, split, calls)
 
     def finetune(
         self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int
