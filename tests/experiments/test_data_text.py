@@ -15,34 +15,7 @@ import numpy as np
 import pytest
 
 from experiments.data import text as T
-
-
-def _bibles_installed() -> bool:
-    try:
-        T.read_bible("web")
-        T.read_bible("kjv")
-    except T.CorpusUnavailableError:
-        return False
-    return True
-
-
-def _pydocs_installed() -> bool:
-    try:
-        T.pydocs_files()
-    except T.CorpusUnavailableError:
-        return False
-    return True
-
-
-needs_bibles = pytest.mark.skipif(
-    not _bibles_installed(),
-    reason=f"SWORD modules not in {T.SWORD_DIR} "
-    "(sudo apt-get install sword-text-web sword-text-kjv)",
-)
-needs_pydocs = pytest.mark.skipif(
-    not _pydocs_installed(),
-    reason=f"Python docs sources not in {T.PYDOCS_DIR} (sudo apt-get install python3.11-doc)",
-)
+from tests.experiments._corpora import needs_bibles, needs_pydocs
 
 
 def verse(translation, book, chapter, number):

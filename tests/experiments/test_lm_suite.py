@@ -22,22 +22,7 @@ from experiments.data import text as T
 from experiments.lm import config, main, pilot
 from experiments.lm import model as M
 from experiments.lm import suite as lm_suite
-
-
-def _bibles_installed() -> bool:
-    try:
-        T.read_bible("web")
-        T.read_bible("kjv")
-    except T.CorpusUnavailableError:
-        return False
-    return True
-
-
-needs_bibles = pytest.mark.skipif(
-    not _bibles_installed(),
-    reason=f"SWORD modules not in {T.SWORD_DIR} "
-    "(sudo apt-get install sword-text-web sword-text-kjv)",
-)
+from tests.experiments._corpora import needs_bibles
 
 
 def _suite(mode: str, cache, **overrides) -> lm_suite.Suite:
