@@ -1,11 +1,10 @@
-"""Image classification for the suites: old/new task data, loss, heads.
+"""Image classification for the suites: old/new task data, loss, heads, pretraining optimizer.
 
 The helpers a classification suite (``experiments.recipe``) shares: the four datasets of
 an old-task -> new-task pair (TFDS, class subsets), the training loss (augmented,
-normalised images), inference logits, parameter initialisation, the head/embedding masks
-of the registry methods, and the new-task starting point (pretrained backbone, zero
-``head``). The pretraining optimizer is every suite's:
-:func:`experiments.common.train.pretrain_optimizer`.
+normalised images), inference logits, parameter initialisation, the pretraining
+optimizer (AdamW with warm-up and cosine decay), the head/embedding masks of the
+registry methods, and the new-task starting point (pretrained backbone, zero ``head``).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from experiments.common.data import (
     task_subset,
 )
 from experiments.common.train import LossFn
+from experiments.common.train import pretrain_optimizer as pretrain_optimizer  # re-exported
 
 PyTree = Any
 

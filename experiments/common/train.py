@@ -132,35 +132,6 @@ class DataParallel:
 StateMetrics = Callable[[optax.OptState], Mapping[str, jax.Array]]
 
 
-def pretrain_optimizer(cfg: Any) -> optax.GradientTransformation:
-    """AdamW with linear warm-up + cosine decay to 0 over ``cfg.num_steps``, weight decay on
-    matrices only (``ndim > 1``), gradients clipped to global norm ``cfg.grad_clip_norm``
-    (``cfg``: ``learning_rate``, ``warmup_steps``, ``num_steps``, ``weight_decay``,
-    ``grad_clip_norm``)."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=cfg.learning_rate,
-        warmup_steps=cfg.warmup_steps,
-        decay_steps=cfg.num_steps,
-    )
-    decay_mask = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip_norm),
-        optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask),
-    )
-
-
-def profit_diagnostics(opt_state: optax.OptState) -> dict[str, jax.Array]:
-    """PROFIT's diagnostics of the last main step as a :data:`StateMetrics` (logged along
-    training, averaged over the calls between evaluations): conflict rate, cos(g, Δ),
-    removed fraction of ‖g‖."""
-    from profit_optax import diagnostics
-
-    d = diagnostics(opt_state)
-    removed = d["removed_norm"] / jnp.maximum(d["grad_norm"], 1e-30)
-    return {"conflict": d["conflict"], "cos_g_delta": d["cos_g_delta"], "removed_frac": removed}
-
-
 def make_train_step(
     method: MethodLike,
     loss_fn: LossFn,
@@ -192,25 +163,6 @@ def make_train_step(
     return jax.jit(step, in_shardings=(rep, rep, batch_sharding, rep), out_shardings=rep)
 
 
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """Where a run stands after ``step`` update calls (what :meth:`Trainer.fit` resumes from).
-
-    Attributes:
-      step: update calls done.
-      stored: the stored pytree (``method.init_params`` form), host or device arrays.
-      opt_state: the optimizer state.
-      history: the evaluation points so far.
-      train_time_s: training wall time so far (over every resumed segment).
-    """
-
-    step: int
-    stored: PyTree
-    opt_state: optax.OptState
-    history: list[dict[str, float]]
-    train_time_s: float = 0.0
-
-
 @dataclasses.dataclass
 class TrainResult:
     """Outcome of :func:`train`.
@@ -222,8 +174,7 @@ class TrainResult:
       history: one dict per evaluation point: ``step``, mean ``train_loss`` (and
         other train metrics) since the previous point, plus ``eval_fn``'s metrics.
       train_time_s: wall time of the training loop minus evaluation: update calls
-        and host batching, without compilation (and the checkpoints' saving), summed over
-        resumed segments.
+        and host batching, without compilation.
       eval_time_s: wall time spent in ``eval_fn``.
       compile_time_s: time to compile the update step (0 when the trainer had
         already compiled it in an earlier run).
@@ -275,8 +226,6 @@ class Trainer:
         eval_at_start: bool = False,
         desc: str | None = None,
         progress: bool = True,
-        resume: Checkpoint | None = None,
-        on_checkpoint: Callable[[Checkpoint], None] | None = None,
     ) -> TrainResult:
         """Runs ``num_steps`` update calls of the method from ``params``.
 
@@ -293,12 +242,6 @@ class Trainer:
           eval_at_start: also evaluate the initial parameters (step 0).
           desc: progress bar label.
           progress: show a tqdm progress bar.
-          resume: continue a run from this checkpoint (its stored pytree, optimizer state and
-            history; ``params`` is then ignored): calls ``resume.step + 1 .. num_steps``, with
-            the same rng per step; ``batches`` must yield the batches from call
-            ``resume.step + 1`` on.
-          on_checkpoint: called with a :class:`Checkpoint` at every evaluation point (after
-            the evaluation), e.g. to save a long run so that it can resume.
         """
         method = self.method
         step_fn, eval_params_fn = self.step_fn, self.eval_params_fn
@@ -313,30 +256,18 @@ class Trainer:
         eval_points = set(range(eval_every, num_steps + 1, eval_every)) if eval_every else set()
         eval_points.add(num_steps)
 
-        first = 0 if resume is None else resume.step
-        if first < 0 or first >= num_steps or first % period:
-            raise ValueError(
-                f"resume step {first} must be a multiple of the period {period} below {num_steps}"
-            )
         parallel = self.parallel
         if parallel is None:
-            if resume is None:
-                stored = method.init_params(params)
-                opt_state = method.tx.init(stored)
-            else:
-                stored, opt_state = jax.device_put((resume.stored, resume.opt_state))
+            stored = method.init_params(params)
+            opt_state = method.tx.init(stored)
             next_batch = lambda: next(batches)
         else:  # replicated global arrays; each process feeds its rows of every batch
-            if resume is None:
-                stored = method.init_params(parallel.replicate(params))
-                opt_state = jax.jit(method.tx.init, out_shardings=parallel.replicated)(stored)
-            else:
-                stored, opt_state = parallel.replicate((resume.stored, resume.opt_state))
+            stored = method.init_params(parallel.replicate(params))
+            opt_state = jax.jit(method.tx.init, out_shardings=parallel.replicated)(stored)
             rng = parallel.replicate(rng)
             next_batch = lambda: parallel.shard_batch(next(batches))
 
-        history: list[dict[str, float]] = [] if resume is None else list(resume.history)
-        train_time_before = 0.0 if resume is None else resume.train_time_s
+        history: list[dict[str, float]] = []
         eval_time = 0.0
 
         def evaluate(step: int, train_metrics: dict[str, float]) -> None:
@@ -348,7 +279,7 @@ class Trainer:
                 eval_time += time.perf_counter() - t0
             history.append(record)
 
-        if eval_at_start and resume is None:
+        if eval_at_start:
             evaluate(0, {})
 
         sums: dict[str, jax.Array] = {}
@@ -364,13 +295,12 @@ class Trainer:
         step_fn = self._compiled_step
         bar = tqdm(total=num_steps, desc=desc or method.name, disable=not progress, leave=False)
         start = time.perf_counter()
-        eval_time_before, saving = eval_time, 0.0
-        bar.update(first)
-        for step in range(first + 1, num_steps + 1):
+        eval_time_before = eval_time
+        for step in range(1, num_steps + 1):
             stored, opt_state, metrics = step_fn(
                 stored,
                 opt_state,
-                first_batch if step == first + 1 else next_batch(),
+                first_batch if step == 1 else next_batch(),
                 jax.random.fold_in(rng, step),
             )
             sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
@@ -382,17 +312,7 @@ class Trainer:
                 sums, count = {}, 0
                 evaluate(step, means)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in history[-1].items() if k != "step"})
-                if on_checkpoint is not None:
-                    t0 = time.perf_counter()
-                    elapsed = t0 - start - (eval_time - eval_time_before) - saving
-                    on_checkpoint(
-                        Checkpoint(
-                            step, stored, opt_state, list(history), train_time_before + elapsed
-                        )
-                    )
-                    saving += time.perf_counter() - t0
-        elapsed = time.perf_counter() - start - (eval_time - eval_time_before) - saving
-        train_time = train_time_before + elapsed
+        train_time = time.perf_counter() - start - (eval_time - eval_time_before)
         bar.close()
         return TrainResult(
             stored=stored,
@@ -456,3 +376,32 @@ def make_classifier_eval(
         return {"accuracy": float(totals["correct"]) / n, "loss": float(totals["loss"]) / n}
 
     return evaluate
+
+
+def pretrain_optimizer(cfg: Any) -> optax.GradientTransformation:
+    """AdamW with linear warm-up + cosine decay to 0 over ``cfg.num_steps``, weight decay on
+    matrices only (``ndim > 1``), gradients clipped to global norm ``cfg.grad_clip_norm``
+    (``cfg``: ``learning_rate``, ``warmup_steps``, ``num_steps``, ``weight_decay``,
+    ``grad_clip_norm``): every suite's pretraining."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        decay_steps=cfg.num_steps,
+    )
+    decay_mask = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip_norm),
+        optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask),
+    )
+
+
+def profit_diagnostics(opt_state: optax.OptState) -> dict[str, jax.Array]:
+    """PROFIT's diagnostics of the last main step as :data:`StateMetrics` (logged along
+    training, averaged over the calls between evaluations): conflict rate, cos(g, Δ),
+    removed fraction of ‖g‖."""
+    from profit_optax import diagnostics
+
+    d = diagnostics(opt_state)
+    removed = d["removed_norm"] / jnp.maximum(d["grad_norm"], 1e-30)
+    return {"conflict": d["conflict"], "cos_g_delta": d["cos_g_delta"], "removed_frac": removed}

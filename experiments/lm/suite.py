@@ -37,11 +37,12 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from experiments.common import protocol, results
 from experiments.common import suite as framework
-from experiments.common.train import Checkpoint, Trainer, pretrain_optimizer, profit_diagnostics
+from experiments.common.train import Trainer, pretrain_optimizer, profit_diagnostics
 from experiments.data import text
 from experiments.lm import model as lm
 
@@ -138,68 +139,87 @@ class Suite(framework.Suite):
         return self.runner.cache.path(self.pretrain_config()).with_suffix(suffix)
 
     def _pretrain(self) -> dict[str, Any]:
+        """Pretraining in segments of ``eval_every`` steps through one compiled loop (each
+        segment starts from the optimizer state the last one ended with), a checkpoint of
+        the parameters, optimizer state and curve after each: a stopped pretraining resumes
+        from its last checkpoint with the same batches and the same result."""
         cfg, old = self.cfg.pretrain, self.cfg.task.old
         fn = lm.functional(lm.make_model(self.lm_config, cfg.seed))
+        tx = pretrain_optimizer(cfg)
+        saved = self._load_checkpoint(fn.params, tx)
+        step, params, opt_state, history, train_time = saved or (
+            0,
+            fn.params,
+            tx.init(fn.params),
+            [],
+            0.0,
+        )
+        first = step
+        carried = {"opt_state": opt_state}  # what the loop's optimizer starts a segment from
+        resumable = optax.GradientTransformation(lambda _: carried["opt_state"], tx.update)
         from experiments.methods import plain_method
 
-        method = plain_method("pretrain_adamw", pretrain_optimizer(cfg))
-        resume = self._load_checkpoint(fn.params, method)
-        first = 0 if resume is None else resume.step
+        trainer = Trainer(plain_method("pretrain_adamw", resumable), _train_loss(fn))
         sampler = text.WindowSampler(
             self.corpus(old, "train"), self.lm_config.context, cfg.batch_size, cfg.seed
         )
         val = self.windows("old", "validation", cfg.val_windows)
-        result = Trainer(method, _train_loss(fn)).fit(
-            fn.params,
-            _windows_batch(sampler, first),
-            cfg.num_steps,
-            rng=jax.random.key(cfg.seed),
-            eval_fn=lambda p: {"val_bpb": self.bits_per_byte(fn, p, val)},
-            eval_every=cfg.eval_every,
-            eval_at_start=True,
-            progress=self.progress,
-            resume=resume,
-            on_checkpoint=self._save_checkpoint,
-        )
-        params = jax.device_get(result.eval_params)
+        evaluate = lambda p: {"val_bpb": self.bits_per_byte(fn, p, val)}
+        if not history:
+            history.append({"step": 0, **evaluate(params)})
+        while step < cfg.num_steps:
+            n = min(cfg.eval_every, cfg.num_steps - step)
+            res = trainer.fit(
+                params,
+                _windows_batch(sampler, step),
+                n,
+                rng=jax.random.key(cfg.seed),  # unused: the model has no dropout
+                eval_fn=evaluate,
+                progress=self.progress,
+            )
+            step += n
+            params, carried["opt_state"] = res.stored, res.opt_state
+            history.append({**res.history[-1], "step": step})
+            train_time += res.train_time_s
+            self._save_checkpoint(step, params, res.opt_state, history, train_time)
+        params = jax.device_get(params)
         results.write_text_atomic(self._path(".msgpack"), flax.serialization.to_bytes(params))
         self._path(".ckpt.msgpack").unlink(missing_ok=True)
         test = self.windows("old", "test", self.cfg.eval.test_windows)
         return {
-            "history": result.history,
-            "val_bpb": result.history[-1]["val_bpb"],
+            "history": history,
+            "val_bpb": history[-1]["val_bpb"],
             "test_bpb": self.bits_per_byte(fn, params, test),
             "params": lm.param_count(lm.make_model(self.lm_config)),
-            "train_time_s": result.train_time_s,
+            "train_time_s": train_time,
             "resumed_from": first,
         }
 
-    def _save_checkpoint(self, ckpt: Checkpoint) -> None:
-        state = jax.device_get((ckpt.stored, ckpt.opt_state))
+    def _save_checkpoint(
+        self, step: int, params: Any, opt_state: Any, history: list, train_time: float
+    ) -> None:
+        state = jax.device_get((params, opt_state))
         blob = flax.serialization.msgpack_serialize(
             {
-                "step": ckpt.step,
-                "history": json.dumps(results.to_jsonable(ckpt.history)),
-                "train_time_s": ckpt.train_time_s,
+                "step": step,
+                "history": json.dumps(results.to_jsonable(history)),
+                "train_time_s": train_time,
                 "state": flax.serialization.to_state_dict(state),
             }
         )
         results.write_text_atomic(self._path(".ckpt.msgpack"), blob)
 
-    def _load_checkpoint(self, params: Any, method: Any) -> Checkpoint | None:
+    def _load_checkpoint(self, params: Any, tx: Any) -> tuple | None:
+        """(step, parameters, optimizer state, curve, training seconds) of the last
+        checkpoint, or None."""
         path = self._path(".ckpt.msgpack")
         if not path.exists():
             return None
         saved = flax.serialization.msgpack_restore(path.read_bytes())
-        template = (params, method.tx.init(params))
+        template = (params, tx.init(params))
         stored, opt_state = flax.serialization.from_state_dict(template, saved["state"])
-        return Checkpoint(
-            int(saved["step"]),
-            stored,
-            opt_state,
-            json.loads(saved["history"]),
-            float(saved["train_time_s"]),
-        )
+        history = json.loads(saved["history"])
+        return int(saved["step"]), stored, opt_state, history, float(saved["train_time_s"])
 
     def _start(self) -> dict[str, Any]:
         """The pretrained model's bits per byte on both corpora, before fine-tuning."""

@@ -83,8 +83,6 @@ METHODS = {
     "profit_sgd": ("profit_sgd", SGD_LRS, {}),
     "profit_rmsprop": ("profit_rmsprop", ADAPTIVE_LRS, {}),
 }
-#: Registry methods added for the language-model suites (issue 30), not run here.
-LM_ONLY_METHODS = ("profit_adamw", "profit_adamw_warmup")
 #: The class split's methods (MLP and ViT): the paper's Table 2, then ours.
 CLASS_SPLIT_METHODS = tuple(METHODS)[: tuple(METHODS).index("profit_warmup") + 1]
 
@@ -243,9 +241,7 @@ def _same_label(c: ml_collections.ConfigDict, task: dict) -> None:
     c.task = ml_collections.ConfigDict(
         {"pretrain_fraction": 0.5, "shift": "", "severity": 0.0, "shift_seed": 0, **task},
     )
-    # Every registry method but the language model's PROFIT(AdamW) variants
-    # (LM_ONLY_METHODS, added with issue 30 after these suites ran).
-    c.methods = _methods(METHODS)
+    c.methods = _methods(METHODS)  # every registry method
     # 1,056 calls: 5 epochs of the 27,000 fine-tuning images; a multiple of 2, 3, 6 and 8.
     c.finetune.update({"budget": 1056, "curve_points": 8})
     # The second budget view (equal main steps) for the methods with several gradients

@@ -155,10 +155,10 @@ def blocks(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
 
 TITLES = {
     "table2": "Beside the paper (Table 2, ViT-Tiny)",
-    "tuned": tables.TITLES["tuned"],
+    "tuned": "Every method at its own learning rate",
     "ratio": "Ablation: λ ratio (Table 9)",
     "n_ref": "Ablation: n_ref (Table 8)",
-    "vs_best": tables.TITLES["vs_best"],
+    "vs_best": "PROFIT against the best baseline",
     "vs_continued": "Every method against plain continued training",
 }
 
@@ -180,14 +180,17 @@ def page(res: Mapping[str, Any], prefix: str) -> str:
 def plot(res: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """The figures of :func:`experiments.common.tables.plot` and ``pretrain.png`` (old-task
     validation accuracy along pretraining: the convergence check)."""
-    from experiments.common import plotting
+    import matplotlib.pyplot as plt
 
     paths = tables.plot(res, out_dir, reference_x=res["pretrained"]["old_test_acc"])
     hist = res["pretrained"]["history"]
-    ylabel = "old-task validation accuracy (%)"
-    paths.append(
-        plotting.plot_pretraining(
-            hist, "old_val_acc", out_dir / "pretrain.png", ylabel=ylabel, scale=100
-        )
-    )
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+    ax.plot([h["step"] for h in hist], [100 * h["old_val_acc"] for h in hist], "o-")
+    ax.set_xlabel("pretraining step")
+    ax.set_ylabel("old-task validation accuracy (%)")
+    ax.set_title("pretraining (AdamW): convergence")
+    fig.tight_layout()
+    paths.append(out_dir / "pretrain.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
     return paths

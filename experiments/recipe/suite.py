@@ -32,14 +32,7 @@ from experiments.common import classify, protocol, results
 from experiments.common import suite as framework
 from experiments.common.data import eval_batches, split_fraction, split_validation, train_batches
 from experiments.common.shifts import shift_dataset
-from experiments.common.train import (
-    DataParallel,
-    Trainer,
-    make_classifier_eval,
-    pretrain_optimizer,
-    profit_diagnostics,
-    train,
-)
+from experiments.common.train import DataParallel, Trainer, make_classifier_eval, train
 
 PROTOCOL = "recipe/v1"
 METRIC = framework.Metric(
@@ -155,7 +148,7 @@ class Suite(framework.Suite):
         from experiments.methods import plain_method
 
         result = train(
-            plain_method("pretrain_adamw", pretrain_optimizer(cfg)),
+            plain_method("pretrain_adamw", classify.pretrain_optimizer(cfg)),
             params,
             classify.make_loss_fn(old_model, self.cfg.augment),
             train_batches(d["old_train"], cfg.batch_size, seed=cfg.seed),
@@ -232,19 +225,39 @@ class Suite(framework.Suite):
         """The registry method of ``label`` (``profit_warmup``: AdamW for a share of the
         gradient budget, also in the ``@main`` rows)."""
         del calls  # a constant learning rate: the method does not depend on the run length
+        from experiments import methods as registry
+
+        spec = self.cfg.methods[label]
         params = self.start_params
-        return framework.registry_method(
-            self.cfg, label, hparams, params, **classify.default_mask_fn(params)
-        )
+        kwargs = {**classify.default_mask_fn(params), **spec.fixed.to_dict(), **hparams}
+        if spec.method == "profit_warmup":
+            ft = self.cfg.finetune
+            kwargs["warmup_steps"] = registry.warmup_steps(
+                ft.warmup_fraction, ft.budget, hparams.get("n_ref", 1)
+            )
+        return registry.make_method(spec.method, params, **kwargs)
 
     def job(
         self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int
     ) -> dict[str, Any]:
         """The run's full configuration (its cache key); ``calls`` only when not the budget."""
-        context = {**self.pretrain_config(), "new_task": self.cfg.new_task.to_dict()}
+        spec = self.cfg.methods[label]
+        out = {
+            **self.pretrain_config(),
+            "job": "finetune",
+            "new_task": self.cfg.new_task.to_dict(),
+            "finetune": self.cfg.finetune.to_dict(),
+            "method": spec.method,
+            "fixed": spec.fixed.to_dict(),
+            "hparams": dict(hparams),
+            "seed": seed,
+            "split": split,
+        }
         if self.kind != "class_split":
-            context["task"] = self.cfg.task.to_dict()
-        return framework.finetune_job(self.cfg, context, label, hparams, seed, split, calls)
+            out["task"] = self.cfg.task.to_dict()
+        if calls != self.cfg.finetune.budget:
+            out["calls"] = calls
+        return out
 
     def finetune(
         self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int
@@ -257,7 +270,7 @@ class Suite(framework.Suite):
                 f"{label}: {calls} calls / eval interval not multiples of {method.period}"
             )
         start = time.perf_counter()
-        state_metrics = profit_diagnostics if protocol.is_profit(method.name) else None
+        state_metrics = _profit_diagnostics if protocol.is_profit(method.name) else None
         loss = classify.make_loss_fn(self.models[1], self.cfg.augment)
         trainer = Trainer(method, loss, self.parallel, state_metrics)
         res = trainer.fit(
@@ -301,3 +314,13 @@ class Suite(framework.Suite):
             k: {"method": ab.method, "base": ab.method, "compared": False, **v}
             for k, v in rows.items()
         }
+
+
+def _profit_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
+    """PROFIT's diagnostics of the last main step, logged along training (averaged over the
+    calls between evaluations): conflict rate, cos(g, Δ), removed fraction of ‖g‖."""
+    from profit_optax import diagnostics
+
+    d = diagnostics(opt_state)
+    removed = d["removed_norm"] / jax.numpy.maximum(d["grad_norm"], 1e-30)
+    return {"conflict": d["conflict"], "cos_g_delta": d["cos_g_delta"], "removed_frac": removed}

@@ -39,7 +39,9 @@ def test_budget_is_a_multiple_of_every_period():
         assert set(config.CLASS_SPLIT_METHODS) == set(cfg.methods)
     from experiments import methods as registry
 
-    every = set(registry.available_methods()) - set(config.LM_ONLY_METHODS)
+    # Every registry method but the language model's PROFIT(AdamW) variants (issue 30), added
+    # after these suites ran.
+    every = set(registry.available_methods()) - {"profit_adamw", "profit_adamw_warmup"}
     for mode in ("shift_rotate", "shift_noise", "maintenance"):  # every registry method
         assert set(config.get_config(mode).methods) == every
 

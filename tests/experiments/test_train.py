@@ -1,7 +1,5 @@
 """The generic train loop of the suites (experiments.common.train) with registry methods."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,39 +79,3 @@ def test_train_function_with_a_plain_optax_method():
         rng=jax.random.key(0),
     )
     np.testing.assert_allclose(result.eval_params["w"], [1.0, -2.0, 0.5], atol=0.05)
-
-
-def test_a_resumed_run_equals_the_uninterrupted_one():
-    """Checkpoints at the evaluation points; resuming from one (host copies, as a saved file
-    holds them) gives the same parameters, state and history as running straight through."""
-    batches, loss_fn = regression_problem()
-    params = {"w": jnp.zeros(3)}
-    method = registry.make_method("profit", params, learning_rate=0.05, ref_ratio=10.0)
-    eval_fn = lambda p: {"w0": float(p["w"][0])}
-    seen = []
-
-    def from_step(first):  # a random-access batch stream, as the text suites' windows are
-        stream = batches(0)
-        for _ in range(first):
-            next(stream)
-        return stream
-
-    kw = dict(rng=jax.random.key(0), eval_fn=eval_fn, eval_every=10, eval_at_start=True)
-    straight = Trainer(method, loss_fn).fit(
-        params, from_step(0), 30, on_checkpoint=seen.append, **kw
-    )
-    assert [c.step for c in seen] == [10, 20, 30]
-    host = jax.device_get((seen[0].stored, seen[0].opt_state))
-    mid = dataclasses.replace(seen[0], stored=host[0], opt_state=host[1])
-    assert isinstance(jax.tree.leaves(mid.stored)[0], np.ndarray)
-    resumed = Trainer(method, loss_fn).fit(params, from_step(10), 30, resume=mid, **kw)
-    for a, b in zip(
-        jax.tree.leaves((straight.stored, straight.opt_state)),
-        jax.tree.leaves((resumed.stored, resumed.opt_state)),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
-    assert [h["step"] for h in resumed.history] == [0, 10, 20, 30]
-    assert resumed.history == straight.history
-    with pytest.raises(ValueError, match="resume step 30 must be a multiple"):
-        Trainer(method, loss_fn).fit(params, from_step(30), 30, resume=seen[-1], **kw)
