@@ -168,7 +168,8 @@ def get_config(mode: str = "style_full") -> ml_collections.ConfigDict:
         c.name = "pilot: AdamW, full fine-tuning, 600 calls, each task"
         c.pilot = ml_collections.ConfigDict(
             {
-                "tasks": tuple(TASKS),
+                # The domain shift reuses the WEB pretraining: before the maintenance task's own.
+                "tasks": ("style", "domain", "maintenance"),
                 "learning_rates": PILOT_LRS,
                 "seed": 100,  # a tuning seed
                 "pretrain_steps": dict(PRETRAIN_STEPS),
