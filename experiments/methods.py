@@ -51,6 +51,7 @@ __all__ = [
     "method_summary",
     "plain_method",
     "state_bytes_per_param",
+    "warmup_kwargs",
     "warmup_steps",
 ]
 
@@ -133,6 +134,8 @@ class _Spec:
     build: Callable[[dict[str, Any], dict[str, Any]], _Built]
     masks: tuple[str, ...] = ()
     choices: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    #: masks that may select no parameter (L2-SP's head_mask: a model without a new head).
+    empty_ok: tuple[str, ...] = ()
 
 
 _REQUIRED = object()  # marks a hyper-parameter without default
@@ -252,7 +255,7 @@ def _reference_learning_rate(hp: dict[str, Any]) -> Any:
     return (lambda count: lr(count) / ratio) if callable(lr) else lr / ratio
 
 
-_MAIN = {"adam": _adam, "sgd": _sgd, "rmsprop": _rmsprop}
+_MAIN = {"adam": _adam, "adamw": _adamw, "sgd": _sgd, "rmsprop": _rmsprop}
 
 
 def _profit_tx(hp: dict[str, Any], main: str) -> optax.GradientTransformation:
@@ -301,7 +304,20 @@ def warmup_steps(fraction: float, calls: int, n_ref: int = 1) -> int:
     return round(fraction * calls / period) * period
 
 
-def _profit_warmup(hp: dict[str, Any], m: dict[str, Any]) -> _Built:
+def warmup_kwargs(name: str, fraction: float, calls: int, n_ref: int = 1) -> dict[str, int]:
+    """``{"warmup_steps": warmup_steps(fraction, calls, n_ref)}`` for a method that warms up
+    (one that takes ``warmup_steps``: ``profit_warmup``, ``profit_adamw_warmup``), else ``{}``.
+
+    Example:
+      >>> warmup_kwargs("profit_warmup", 0.1, 150), warmup_kwargs("adamw", 0.1, 150)
+      ({'warmup_steps': 16}, {})
+    """
+    if "warmup_steps" not in _get_spec(name).defaults:
+        return {}
+    return {"warmup_steps": warmup_steps(fraction, calls, n_ref)}
+
+
+def _profit_warmup(hp: dict[str, Any], m: dict[str, Any], main: str = "adam") -> _Built:
     del m
     period = hp["n_ref"] + 1
     warmup = hp["warmup_steps"]
@@ -310,7 +326,7 @@ def _profit_warmup(hp: dict[str, Any], m: dict[str, Any]) -> _Built:
             f"profit_warmup: warmup_steps must be an int >= 0 and a multiple of n_ref + 1 = "
             f"{period} (PROFIT's cycles then end with the run), got {warmup!r}."
         )
-    tx = warmup_then(_adamw(hp), _profit_tx(hp, "adam"), warmup)
+    tx = warmup_then(_adamw(hp), _profit_tx(hp, main), warmup)
     return _Built(tx, period=period, eval_params_fn=ref_params, grads_per_step=period)
 
 
@@ -386,10 +402,12 @@ _METHODS: dict[str, _Spec] = {
         masks=("embed_mask",),
     ),
     "l2sp": _Spec(
-        "L2-SP (Li et al., 2018) + Adam: g += alpha*(theta - theta0) (body), beta*theta (head).",
+        "L2-SP (Li et al., 2018) + Adam: g += alpha*(theta - theta0) (body), beta*theta (head; "
+        "an all-False head_mask: no head, every leaf pulled toward theta0).",
         {"learning_rate": _REQUIRED, "alpha": 0.1, "beta": 0.01},
         _l2sp,
         masks=("head_mask",),
+        empty_ok=("head_mask",),
     ),
     "ftp": _Spec(
         "FTP(Adam) (Tian et al., NeurIPS 2023): per-tensor learned row-L1 radius around "
@@ -420,6 +438,13 @@ _METHODS: dict[str, _Spec] = {
         lambda hp, m: _profit(hp, m, main="rmsprop"),
         choices=_PROFIT_CHOICES,
     ),
+    "profit_adamw": _Spec(
+        "PROFIT(AdamW) (Chakravarthy et al., NeurIPS 2025): AdamW as the main optimizer, the "
+        "paper's transformer setting (DriveLM, its QLoRA cost table).",
+        {**_ADAM_DEFAULTS, "weight_decay": 1e-4, **_PROFIT_DEFAULTS},
+        lambda hp, m: _profit(hp, m, main="adamw"),
+        choices=_PROFIT_CHOICES,
+    ),
     "profit_warmup": _Spec(
         "PROFIT (warmup) (Chakravarthy et al., NeurIPS 2025, Table 3): AdamW for the first "
         "warmup_steps update calls, then PROFIT(Adam) from the warmed-up parameters.",
@@ -430,6 +455,18 @@ _METHODS: dict[str, _Spec] = {
             **_PROFIT_DEFAULTS,
         },
         _profit_warmup,
+        choices=_PROFIT_CHOICES,
+    ),
+    "profit_adamw_warmup": _Spec(
+        "PROFIT(AdamW) (warmup): AdamW for the first warmup_steps update calls, then "
+        "PROFIT(AdamW) from the warmed-up parameters (the paper's warm-up, AdamW throughout).",
+        {
+            **_ADAM_DEFAULTS,
+            "weight_decay": 1e-4,
+            "warmup_steps": _REQUIRED,
+            **_PROFIT_DEFAULTS,
+        },
+        lambda hp, m: _profit_warmup(hp, m, main="adamw"),
         choices=_PROFIT_CHOICES,
     ),
 }
@@ -460,13 +497,13 @@ def _get_spec(name: str) -> _Spec:
     return _METHODS[name]
 
 
-def _check_mask(mask: Any, params: Params, what: str, method: str) -> Any:
+def _check_mask(mask: Any, params: Params, what: str, method: str, empty_ok: bool = False) -> Any:
     if callable(mask):
         mask = mask(params)
     flags = resolve_static_mask(mask, params, f"{method}: {what}")
     if flags is None:  # make_method checks for a missing mask before calling this
         raise ValueError(f"{method}: requires {what}=.")
-    if not any(flags):
+    if not any(flags) and not empty_ok:
         raise ValueError(f"{method}: {what} selects no parameter.")
     if all(flags):
         raise ValueError(f"{method}: {what} selects every parameter.")
@@ -551,7 +588,7 @@ def make_method(
                 f"{name}: requires {what}= (build it with profit_optax.masks.{helper}(params)); "
                 f"methods needing masks: {needing}."
             )
-        masks[what] = _check_mask(given[what], params, what, name)
+        masks[what] = _check_mask(given[what], params, what, name, what in spec.empty_ok)
 
     built = spec.build(dict(resolved), masks)
     return Method(

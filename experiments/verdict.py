@@ -64,9 +64,20 @@ SUITES = (
         "maintenance (same distribution)",
         "ViT-mini",
     ),
+    # The language-model suites (issue 30): a byte-level transformer, full and LoRA r=8.
+    *(
+        (f"lm_{task}_{mode}", "experiments.lm.report", name, f"byte LM, {model}")
+        for task, name in (
+            ("style", "LM style shift: WEB → KJV"),
+            ("maintenance", "LM maintenance: WEB, later books"),
+            ("domain", "LM domain shift: WEB → Python docs"),
+        )
+        for mode, model in (("full", "full"), ("lora", "LoRA r=8"))
+    ),
 )
-#: Task kinds where PROFIT with warm-up is its own verdict row (the paper's non-proximal case).
-SEPARATE_WARMUP = ("class_split",)
+#: Task kinds where PROFIT with warm-up is its own verdict row (the paper's non-proximal case:
+#: new classes; a new domain for the language model).
+SEPARATE_WARMUP = ("class_split", "domain_shift")
 #: Where ``experiments/results`` lies relative to the repository root, for the links (the
 #: report writes them relative to the file that holds the table).
 README_RESULTS = "experiments/results"

@@ -27,6 +27,7 @@ from experiments.common.data import (
     task_subset,
 )
 from experiments.common.train import LossFn
+from experiments.common.train import pretrain_optimizer as pretrain_optimizer  # re-exported
 
 PyTree = Any
 
@@ -98,21 +99,6 @@ def init_params(model: nn.Module, sample: ArrayDataset, rng: jax.Array) -> PyTre
     """Initialises ``model`` for the image shape of ``sample``."""
     dummy = jnp.zeros((1, *sample.images.shape[1:]), jnp.float32)
     return model.init(rng, dummy, train=False)["params"]
-
-
-def pretrain_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with linear warmup + cosine decay, weight decay on kernels only, gradient clipping."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=cfg.learning_rate,
-        warmup_steps=cfg.warmup_steps,
-        decay_steps=cfg.num_steps,
-    )
-    decay_mask = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip_norm),
-        optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask),
-    )
 
 
 def default_mask_fn(params: PyTree) -> dict[str, PyTree]:

@@ -103,3 +103,26 @@ def plot_row_curves(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_pretraining(
+    history: Sequence[Mapping[str, Any]],
+    key: str,
+    path: str | os.PathLike[str],
+    *,
+    ylabel: str,
+    scale: float = 1.0,
+) -> Path:
+    """A pretraining run's validation metric ``key`` against its steps (the convergence
+    check of a suite's pretraining)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+    ax.plot([h["step"] for h in history], [scale * h[key] for h in history], "o-")
+    ax.set_xlabel("pretraining step")
+    ax.set_ylabel(ylabel)
+    ax.set_title("pretraining (AdamW): convergence")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -37,11 +37,17 @@ Adding a suite (``experiments/<suite>/``): a config (``name``, ``methods``: labe
 ``{method, fixed, grid}``, ``finetune.budget`` and ``curve_points``, ``seeds``,
 ``tuning_seeds``, ``max_grid_widening``, optionally ``n_ref_grid`` and
 ``main_steps_rows``); a :class:`Suite` subclass with its :class:`Metric`, data, model,
-pretraining and fine-tuning run; a ``main.py`` calling
-:func:`experiments.common.suite_cli.main`; and a line in ``experiments.verdict.SUITES``
-naming its results folder and report module (:mod:`experiments.common.tables` when it
-has no tables of its own). Tuning, the budget views, the comparison, the results file,
-the tables, the verdict rows and the multi-process and sharded command line come with it.
+pretraining and fine-tuning run (:func:`registry_method` and :func:`finetune_job` are
+:meth:`Suite.build` and :meth:`Suite.job` for a constant learning rate, given the
+suite's masks and cache-key context; ``experiments.common.train`` has the training loop,
+the pretraining optimizer and PROFIT's diagnostics); a ``main.py`` calling
+:func:`experiments.common.suite_cli.main` (its ``protocol_fn`` runs a study of the suite's
+own instead of the protocol, e.g. the language model's pilot); and a line in
+``experiments.verdict.SUITES`` naming its results folder and report module
+(:mod:`experiments.common.tables` when it has no tables of its own; a folder without
+``results.json`` yet is left out of the verdict and the report). Tuning, the budget
+views, the comparison, the results file, the tables, the verdict rows and the
+multi-process and sharded command line come with it.
 """
 
 from __future__ import annotations
@@ -144,6 +150,54 @@ class Suite(abc.ABC):
         score = protocol.metric(record["val"], "mean")
         score = score if self.metric.lower_is_better else -score
         return score if math.isfinite(score) else math.inf
+
+
+def registry_method(
+    cfg: ml_collections.ConfigDict,
+    label: str,
+    hparams: Mapping[str, Any],
+    params: Any,
+    **masks: Any,
+) -> Any:
+    """The registry method of ``cfg.methods[label]`` at ``hparams`` over ``params``: its fixed
+    hyper-parameters, the ``masks``, and for a method that warms up
+    (``experiments.methods.warmup_kwargs``) ``cfg.finetune.warmup_fraction`` of the budget
+    (also in the ``@main`` rows); a :meth:`Suite.build` for a constant learning rate."""
+    from experiments import methods as registry
+
+    spec, ft = cfg.methods[label], cfg.finetune
+    kwargs = {**masks, **spec.fixed.to_dict(), **hparams}
+    n_ref = hparams.get("n_ref", 1)
+    kwargs.update(registry.warmup_kwargs(spec.method, ft.warmup_fraction, ft.budget, n_ref))
+    return registry.make_method(spec.method, params, **kwargs)
+
+
+def finetune_job(
+    cfg: ml_collections.ConfigDict,
+    context: Mapping[str, Any],
+    label: str,
+    hparams: Mapping[str, Any],
+    seed: int,
+    split: str,
+    calls: int,
+) -> dict[str, Any]:
+    """A fine-tuning run's full configuration (its cache key, a :meth:`Suite.job`): the
+    suite's ``context`` (pretraining, data, task), ``cfg.finetune``, the method, its fixed
+    and tuned hyper-parameters, the seed and split; ``calls`` only when not the budget."""
+    spec = cfg.methods[label]
+    out = {
+        **context,
+        "job": "finetune",
+        "finetune": cfg.finetune.to_dict(),
+        "method": spec.method,
+        "fixed": spec.fixed.to_dict(),
+        "hparams": dict(hparams),
+        "seed": seed,
+        "split": split,
+    }
+    if calls != cfg.finetune.budget:
+        out["calls"] = calls
+    return out
 
 
 def plateau(row: Mapping[str, Any], metric: Metric, tail: float = 0.3) -> dict[str, Any] | None:

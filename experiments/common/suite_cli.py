@@ -37,6 +37,9 @@ from experiments.common.cache import RunCache
 #: (results as written, out_dir) -> the Markdown page written (printed at the end).
 WriteOutputs = Callable[[dict[str, Any], Path], Path]
 SuiteClass = Callable[..., framework.Suite]
+#: What runs a configured suite into its results dict: :func:`experiments.common.suite.run`
+#: (the protocol), or a suite's own study on the same cache (e.g. a pilot that fixes a budget).
+Protocol = Callable[[framework.Suite], dict[str, Any]]
 
 
 def run(
@@ -50,6 +53,7 @@ def run(
     shard: str = "0/1",
     progress: bool = False,
     command: str | None = None,
+    protocol_fn: Protocol = framework.run,
 ) -> Path | None:
     """Runs (or reads from the cache) the suite; process 0 of shard 0 writes ``results.json``
     with :func:`results.environment` and the outputs rendered from the file as written.
@@ -62,7 +66,7 @@ def run(
     collective = jax.process_count() > 1
     cache = RunCache(workdir or f"runs/{suite}/cache")
     runner = protocol.Runner(cache, (index, count), collective=collective)
-    res = framework.run(suite_cls(config, runner, progress=progress))
+    res = protocol_fn(suite_cls(config, runner, progress=progress))
     logging.info("shard %s ran %d jobs", runner.shard, runner.ran)
     if index != 0 or jax.process_index() != 0:
         return None
@@ -74,8 +78,15 @@ def run(
     return write_outputs(json.loads(path.read_text()), out_dir)
 
 
-def main(suite: str, config_file: str, suite_cls: SuiteClass, write_outputs: WriteOutputs) -> None:
-    """The program: defines the flags, joins the other processes, runs, prints the page."""
+def main(
+    suite: str,
+    config_file: str,
+    suite_cls: SuiteClass,
+    write_outputs: WriteOutputs,
+    protocol_fn: Protocol = framework.run,
+) -> None:
+    """The program: defines the flags, joins the other processes, runs (``protocol_fn``,
+    the protocol by default), prints the page."""
     from absl import app, flags
     from ml_collections import config_flags
 
@@ -101,6 +112,7 @@ def main(suite: str, config_file: str, suite_cls: SuiteClass, write_outputs: Wri
             out=out.value,
             shard=shard.value,
             progress=progress.value,
+            protocol_fn=protocol_fn,
         )
         if page is not None:
             print(page.read_text())

@@ -162,12 +162,16 @@ def blocks(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
     return {f"{prefix}_tuned": tuned_table(res), f"{prefix}_vs_best": comparison_table(res)}
 
 
+#: The titles of :func:`blocks`' tables on a suite's page (by name without the prefix).
+TITLES = {
+    "tuned": "Every method at its own learning rate",
+    "vs_best": "PROFIT against the best baseline",
+}
+
+
 def page(res: Mapping[str, Any], prefix: str) -> str:
     """``results.md`` of a suite without tables of its own."""
-    titles = {
-        f"{prefix}_tuned": "Every method at its own learning rate",
-        f"{prefix}_vs_best": "PROFIT against the best baseline",
-    }
+    titles = {f"{prefix}_{k}": v for k, v in TITLES.items()}
     return markdown(res, blocks(res, prefix), titles)
 
 

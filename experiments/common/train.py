@@ -481,3 +481,32 @@ def make_classifier_eval(
         return {"accuracy": float(totals["correct"]) / n, "loss": float(totals["loss"]) / n}
 
     return evaluate
+
+
+def pretrain_optimizer(cfg: Any) -> optax.GradientTransformation:
+    """AdamW with linear warm-up + cosine decay to 0 over ``cfg.num_steps``, weight decay on
+    matrices only (``ndim > 1``), gradients clipped to global norm ``cfg.grad_clip_norm``
+    (``cfg``: ``learning_rate``, ``warmup_steps``, ``num_steps``, ``weight_decay``,
+    ``grad_clip_norm``): every suite's pretraining."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        decay_steps=cfg.num_steps,
+    )
+    decay_mask = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip_norm),
+        optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask),
+    )
+
+
+def profit_diagnostics(opt_state: optax.OptState) -> dict[str, jax.Array]:
+    """PROFIT's diagnostics of the last main step as :data:`StateMetrics` (logged along
+    training, averaged over the calls between evaluations): conflict rate, cos(g, Δ),
+    removed fraction of ‖g‖."""
+    from profit_optax import diagnostics
+
+    d = diagnostics(opt_state)
+    removed = d["removed_norm"] / jnp.maximum(d["grad_norm"], 1e-30)
+    return {"conflict": d["conflict"], "cos_g_delta": d["cos_g_delta"], "removed_frac": removed}

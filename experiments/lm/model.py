@@ -172,3 +172,36 @@ def param_count(model: nnx.Module, wrt: type = nnx.Param) -> int:
 def base_param_count(model: nnx.Module) -> int:
     """Number of scalars in the non-LoRA parameters."""
     return param_count(model, nnx.Param) - param_count(model, nnx.LoRAParam)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+class Functional:
+    """A model as a function of its trainable parameters, for optax loops over pytrees.
+
+    ``params`` is the trainable variables' values as a plain nested dict (the pytree an
+    optimizer and a registry method see: nothing else enters its state); :meth:`model`
+    rebuilds the model from such a dict, the other variables (``rest``: e.g. the frozen base
+    weights under LoRA) as they were. The same split as ``nnx.Optimizer(model, tx, wrt=...)``.
+    """
+
+    graphdef: nnx.GraphDef
+    trainable: nnx.State
+    rest: nnx.State
+
+    @property
+    def params(self) -> dict:
+        """The trainable values (a fresh plain dict of arrays)."""
+        return nnx.to_pure_dict(self.trainable)
+
+    def model(self, params: dict) -> TransformerLM:
+        """The model with ``params`` as its trainable values (traceable: use it in ``jit``)."""
+        state = nnx.State(jax.tree.map(lambda x: x, self.trainable))  # a copy to fill
+        nnx.replace_by_pure_dict(state, params)
+        return nnx.merge(self.graphdef, state, self.rest)
+
+
+def functional(model: TransformerLM, wrt: type = nnx.Param) -> Functional:
+    """``model`` split into its ``wrt`` variables (trainable: ``nnx.Param`` for full
+    fine-tuning and pretraining, ``nnx.LoRAParam`` for the adapters) and the rest."""
+    graphdef, trainable, rest = nnx.split(model, wrt, ...)
+    return Functional(graphdef, trainable, rest)

@@ -15,34 +15,7 @@ import numpy as np
 import pytest
 
 from experiments.data import text as T
-
-
-def _bibles_installed() -> bool:
-    try:
-        T.read_bible("web")
-        T.read_bible("kjv")
-    except T.CorpusUnavailableError:
-        return False
-    return True
-
-
-def _pydocs_installed() -> bool:
-    try:
-        T.pydocs_files()
-    except T.CorpusUnavailableError:
-        return False
-    return True
-
-
-needs_bibles = pytest.mark.skipif(
-    not _bibles_installed(),
-    reason=f"SWORD modules not in {T.SWORD_DIR} "
-    "(sudo apt-get install sword-text-web sword-text-kjv)",
-)
-needs_pydocs = pytest.mark.skipif(
-    not _pydocs_installed(),
-    reason=f"Python docs sources not in {T.PYDOCS_DIR} (sudo apt-get install python3.11-doc)",
-)
+from tests.experiments._corpora import needs_bibles, needs_pydocs
 
 
 def verse(translation, book, chapter, number):
@@ -311,3 +284,21 @@ def test_windows_on_a_tiny_slice_of_the_bible():
     logits = jax.nn.one_hot(x, 256)  # "next byte = this byte": a poor but finite predictor
     bpb = float(T.bits_per_byte(logits, y))
     assert 0.0 < bpb < 8.0
+
+
+def test_text_import_does_not_load_tfds():
+    """``experiments.data.text`` (the language-model suites) does not load TensorFlow Datasets;
+    ``experiments.data``'s Fashion-MNIST helpers still import from the package, on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, experiments.data.text\n"
+        "print('tensorflow_datasets' in sys.modules)\n"
+        "from experiments.data import ensure_fashion_mnist\n"
+        "print('tensorflow_datasets' in sys.modules, ensure_fashion_mnist.__module__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.splitlines()
+    assert out == ["False", "True experiments.data.fashion_mnist"]

@@ -32,7 +32,9 @@ EXPECTED_METHODS = [
     "profit",
     "profit_sgd",
     "profit_rmsprop",
+    "profit_adamw",
     "profit_warmup",
+    "profit_adamw_warmup",
 ]
 EXPECTED_PERIOD = {
     "lookahead": 6,
@@ -40,10 +42,12 @@ EXPECTED_PERIOD = {
     "profit": 2,
     "profit_sgd": 2,
     "profit_rmsprop": 2,
+    "profit_adamw": 2,
     "profit_warmup": 2,
+    "profit_adamw_warmup": 2,
 }
 # Required hyper-parameters other than the learning rate.
-REQUIRED = {"profit_warmup": {"warmup_steps": 2}}
+REQUIRED = {"profit_warmup": {"warmup_steps": 2}, "profit_adamw_warmup": {"warmup_steps": 2}}
 # Leaves that must never change, per method (layer names of the MLP below).
 FROZEN = {"head_only": {"Dense_0", "Dense_1"}, "freeze_embed_sgd": {"Dense_0"}}
 LR = {"sgd": 0.05, "freeze_embed_sgd": 0.05}
@@ -267,11 +271,45 @@ def test_profit_warmup_runs_adamw_then_profit():
             build("profit_warmup", params, warmup_steps=bad)
 
 
+def test_profit_adamw_is_profit_over_adamw():
+    """PROFIT(AdamW) and its warm-up take AdamW (decoupled decay) as the main optimizer: with
+    the reference step off (λ_ref 0), a main step is AdamW's step from θ_ref."""
+    params = make_params()
+    grads = jax.tree.map(jnp.ones_like, params)
+    adamw = build("adamw", params, weight_decay=0.5)
+    want, _ = adamw.tx.update(grads, adamw.tx.init(params), params)
+    for name in ("profit_adamw", "profit_adamw_warmup"):
+        extra = {"warmup_steps": 0} if name.endswith("warmup") else {}
+        method = build(name, params, weight_decay=0.5, ref_learning_rate=1e-30, **extra)
+        state = method.tx.init(params)
+        _, state = method.tx.update(grads, state, params)  # reference call: moves ~0
+        got, _ = method.tx.update(grads, state, params)  # main call from θ_ref
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_l2sp_without_a_head_pulls_every_leaf():
+    """An all-False head_mask is L2-SP for a model without a new head (a language model):
+    every leaf is pulled toward θ0, none decayed toward zero (ftp still rejects it)."""
+    params = make_params()
+    no_head = jax.tree.map(lambda _: False, params)
+    method = make_method("l2sp", params, head_mask=no_head, learning_rate=1e-3, alpha=1.0)
+    state = method.tx.init(params)
+    moved = jax.tree.map(lambda p: p + 1.0, params)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    # A zero loss gradient: the update is Adam on the penalty's gradient alpha * (θ - θ0) =
+    # +1 everywhere, a step of -lr on every leaf (no leaf is a head decayed toward zero).
+    updates, _ = method.tx.update(zero, state, moved)
+    for u in jax.tree.leaves(updates):
+        np.testing.assert_allclose(u, -1e-3, rtol=1e-3)
+
+
 def test_grads_per_step():
     params = make_params()
     got = {n: build(n, params).grads_per_step for n in EXPECTED_METHODS}
     want = {n: 1 for n in EXPECTED_METHODS}
     want.update(sam=2, profit=2, profit_sgd=2, profit_rmsprop=2, profit_warmup=2)
+    want.update(profit_adamw=2, profit_adamw_warmup=2)
     assert got == want
     assert build("profit", params, n_ref=2).grads_per_step == 3
 

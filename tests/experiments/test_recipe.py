@@ -39,8 +39,11 @@ def test_budget_is_a_multiple_of_every_period():
         assert set(config.CLASS_SPLIT_METHODS) == set(cfg.methods)
     from experiments import methods as registry
 
+    # Every registry method but the language model's PROFIT(AdamW) variants (issue 30), added
+    # after these suites ran.
+    every = set(registry.available_methods()) - {"profit_adamw", "profit_adamw_warmup"}
     for mode in ("shift_rotate", "shift_noise", "maintenance"):  # every registry method
-        assert set(config.get_config(mode).methods) == set(registry.available_methods())
+        assert set(config.get_config(mode).methods) == every
 
 
 def test_vit_same_label_suites_are_the_mlp_tasks_with_the_papers_methods_and_our_best_two():
