@@ -14,12 +14,14 @@ echo "==> docs"
 .venv/bin/sphinx-build -W --keep-going -E -q -b html docs docs/_build/html
 export PROFIT_DOCS_HTML=docs/_build/html  # tests/docs/test_docs.py reads this build
 echo "==> pytest"
-.venv/bin/python -m pytest -q "$@"
+# One worker per core (pytest-xdist), a test file per worker at a time: the module-scoped
+# fixtures (a quick suite's runs) are built once.
+.venv/bin/python -m pytest -q -n auto --dist loadfile "$@"
 # XLA compiles for the host's instruction set, so reductions round differently on other
 # CPUs. The tests whose outcome rounding could move (marker `numerics`: sharded and
 # multi-process equality, the lean mode's accuracy claim) run again under a second one.
 if [ "$#" -eq 0 ] && [ "$(uname -m)" = x86_64 ]; then
   echo "==> pytest -m numerics under XLA_FLAGS=--xla_cpu_max_isa=SSE4_2"
   XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_cpu_max_isa=SSE4_2" \
-    .venv/bin/python -m pytest -q -m numerics -p no:cacheprovider
+    .venv/bin/python -m pytest -q -n auto --dist loadfile -m numerics -p no:cacheprovider
 fi

@@ -243,7 +243,7 @@ def _same_label(c: ml_collections.ConfigDict, task: dict) -> None:
     c.task = ml_collections.ConfigDict(
         {"pretrain_fraction": 0.5, "shift": "", "severity": 0.0, "shift_seed": 0, **task},
     )
-    c.methods = method_specs(METHODS)  # every registry method
+    c.methods = method_specs(METHODS)  # all of METHODS (not issue 30's PROFIT(AdamW))
     # 1,056 calls: 5 epochs of the 27,000 fine-tuning images; a multiple of 2, 3, 6 and 8.
     c.finetune.update({"budget": 1056, "curve_points": 8})
     # The second budget view (equal main steps) for the methods with several gradients

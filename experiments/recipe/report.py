@@ -230,11 +230,11 @@ def blocks(res: Mapping[str, Any], prefix: str) -> dict[str, str]:
 
 TITLES = {
     "table2": "Beside the paper (Table 2, {model})",
-    "tuned": "Every method at its own learning rate",
+    "tuned": tables.TITLES["tuned"],
     "ratio": "Ablation: λ ratio (Table 9)",
     "n_ref": "Ablation: n_ref (Table 8)",
     "batch_stats": "PROFIT and batch-norm statistics",
-    "vs_best": "PROFIT against the best baseline",
+    "vs_best": tables.TITLES["vs_best"],
     "vs_continued": "Every method against plain continued training",
 }
 
@@ -256,17 +256,17 @@ def page(res: Mapping[str, Any], prefix: str) -> str:
 def plot(res: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """The figures of :func:`experiments.common.tables.plot` and ``pretrain.png`` (old-task
     validation accuracy along pretraining: the convergence check)."""
-    import matplotlib.pyplot as plt
+    from experiments.common.plotting import plot_pretraining
 
     paths = tables.plot(res, out_dir, reference_x=res["pretrained"]["old_test_acc"])
     hist = res["pretrained"]["history"]
-    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
-    ax.plot([h["step"] for h in hist], [100 * h["old_val_acc"] for h in hist], "o-")
-    ax.set_xlabel("pretraining step")
-    ax.set_ylabel("old-task validation accuracy (%)")
-    ax.set_title("pretraining (AdamW): convergence")
-    fig.tight_layout()
-    paths.append(out_dir / "pretrain.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    paths.append(
+        plot_pretraining(
+            hist,
+            "old_val_acc",
+            out_dir / "pretrain.png",
+            ylabel="old-task validation accuracy (%)",
+            scale=100.0,
+        )
+    )
     return paths

@@ -41,6 +41,7 @@ from experiments.common.train import (
     DataParallel,
     Trainer,
     make_classifier_eval,
+    profit_diagnostics,
     stack_batches,
 )
 
@@ -263,42 +264,22 @@ class Suite(framework.Suite):
     # --- fine-tuning -----------------------------------------------------------------
 
     def build(self, label: str, hparams: Mapping[str, Any], calls: int = 0):
-        """The registry method of ``label`` (``profit_warmup``: AdamW for a share of the
+        """The registry method of ``label`` (a warm-up method: AdamW for a share of the
         gradient budget, also in the ``@main`` rows)."""
         del calls  # a constant learning rate: the method does not depend on the run length
-        from experiments import methods as registry
-
-        spec = self.cfg.methods[label]
         params = self.trainable(self.start_params)
-        kwargs = {**classify.default_mask_fn(params), **spec.fixed.to_dict(), **hparams}
-        if spec.method == "profit_warmup":
-            ft = self.cfg.finetune
-            kwargs["warmup_steps"] = registry.warmup_steps(
-                ft.warmup_fraction, ft.budget, hparams.get("n_ref", 1)
-            )
-        return registry.make_method(spec.method, params, **kwargs)
+        return framework.registry_method(
+            self.cfg, label, hparams, params, **classify.default_mask_fn(params)
+        )
 
     def job(
         self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int
     ) -> dict[str, Any]:
         """The run's full configuration (its cache key); ``calls`` only when not the budget."""
-        spec = self.cfg.methods[label]
-        out = {
-            **self.pretrain_config(),
-            "job": "finetune",
-            "new_task": self.cfg.new_task.to_dict(),
-            "finetune": self.cfg.finetune.to_dict(),
-            "method": spec.method,
-            "fixed": spec.fixed.to_dict(),
-            "hparams": dict(hparams),
-            "seed": seed,
-            "split": split,
-        }
+        context = {**self.pretrain_config(), "new_task": self.cfg.new_task.to_dict()}
         if self.kind != "class_split":
-            out["task"] = self.cfg.task.to_dict()
-        if calls != self.cfg.finetune.budget:
-            out["calls"] = calls
-        return out
+            context["task"] = self.cfg.task.to_dict()
+        return framework.finetune_job(self.cfg, context, label, hparams, seed, split, calls)
 
     def finetune(
         self, label: str, hparams: Mapping[str, Any], seed: int, split: str, calls: int
@@ -311,7 +292,7 @@ class Suite(framework.Suite):
         if every % unit or calls % unit:
             raise ValueError(f"{label}: {calls} calls / eval interval not multiples of {unit}")
         start = time.perf_counter()
-        state_metrics = _profit_diagnostics if protocol.is_profit(method.name) else None
+        state_metrics = profit_diagnostics if protocol.is_profit(method.name) else None
         batches = train_batches(d["new_train"], ft.batch_size, seed=seed)
         final, res = self.fit(
             self.trainer(method, 1, hparams, state_metrics),
@@ -358,13 +339,3 @@ class Suite(framework.Suite):
             k: {"method": ab.method, "base": ab.method, "compared": False, **v}
             for k, v in rows.items()
         }
-
-
-def _profit_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
-    """PROFIT's diagnostics of the last main step, logged along training (averaged over the
-    calls between evaluations): conflict rate, cos(g, Δ), removed fraction of ‖g‖."""
-    from profit_optax import diagnostics
-
-    d = diagnostics(opt_state)
-    removed = d["removed_norm"] / jax.numpy.maximum(d["grad_norm"], 1e-30)
-    return {"conflict": d["conflict"], "cos_g_delta": d["cos_g_delta"], "removed_frac": removed}
