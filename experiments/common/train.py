@@ -172,11 +172,18 @@ class ModelState:
 
 def make_train_step(
     method: MethodLike,
-    loss_fn: LossFn,
+    loss_fn: LossFn | StatefulLossFn,
     parallel: DataParallel | None = None,
     state_metrics: StateMetrics | None = None,
-) -> Callable[[PyTree, optax.OptState, Batch, jax.Array], tuple[PyTree, optax.OptState, dict]]:
-    """Returns ``step(stored, opt_state, batch, rng) -> (stored, opt_state, metrics)``, jitted.
+    model_state: ModelState | None = None,
+) -> Callable[..., tuple]:
+    """Returns the jitted update step of ``method`` on ``loss_fn``.
+
+    Without ``model_state``: ``step(stored, opt_state, batch, rng) -> (stored, opt_state,
+    metrics)``. With it (a model with state, :class:`ModelState`, or a one-call method,
+    ``grads_per_call > 1``, whose ``batch`` is that many batches stacked): ``step(stored,
+    opt_state, state, batch, rng) -> (stored, opt_state, state, metrics)`` and ``loss_fn`` is a
+    :data:`StatefulLossFn`.
 
     Inputs are not donated: methods may legitimately alias buffers between
     ``stored`` and ``opt_state`` (Lookahead's synced fast/slow weights, a
@@ -185,64 +192,49 @@ def make_train_step(
     (inputs and outputs) is replicated. ``state_metrics(opt_state)`` (after the
     update) adds scalars to the metrics, e.g. ``profit_optax.diagnostics``.
     """
-
-    def step(stored, opt_state, batch, rng):
-        params = method.grad_params(stored)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
-        updates, opt_state = method.tx.update(grads, opt_state, stored)
-        stored = method.apply(stored, updates)
-        extra = dict(state_metrics(opt_state)) if state_metrics is not None else {}
-        return stored, opt_state, {"loss": loss, **aux, **extra}
-
-    if parallel is None:
-        return jax.jit(step)
-    rep = parallel.replicated
-    batch_sharding = NamedSharding(parallel.mesh, P(parallel.axis))
-    return jax.jit(step, in_shardings=(rep, rep, batch_sharding, rep), out_shardings=rep)
-
-
-def make_stateful_step(
-    method: MethodLike,
-    loss_fn: StatefulLossFn,
-    model_state: ModelState,
-    parallel: DataParallel | None = None,
-    state_metrics: StateMetrics | None = None,
-) -> Callable[..., tuple[PyTree, optax.OptState, PyTree, dict]]:
-    """Returns ``step(stored, opt_state, state, batch, rng) -> (stored, opt_state, state,
-    metrics)``, jitted: :func:`make_train_step` for a model with state (:class:`ModelState`)
-    or a method with several gradients per call (``batch``: that many batches, stacked)."""
+    stateful = model_state is not None
     per_call = method.grads_per_call
-    probe_loss = model_state.probe_loss_fn or loss_fn
+    if per_call > 1 and not stateful:
+        raise ValueError(f"{method.name}: a one-call method needs a ModelState")
+    if per_call > 1 and parallel is not None:
+        raise ValueError("one-call methods (stacked batches) run on one process only")
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(stored, opt_state, state, batch, rng):
+    def step(stored, opt_state, *args):
+        state, batch, rng = args if stateful else (None, *args)
         params = method.grad_params(stored)
-        first = jax.tree.map(lambda x: x[0], batch) if per_call > 1 else batch
-        grad_at = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (aux, new_state)), grads = grad_at(params, first, rng, state)
         extra_args = {}
-        if per_call > 1:  # the probe gradients: batch i + 1, the state after the first pass
+        if not stateful:
+            (loss, aux), grads = value_and_grad(params, batch, rng)
+        else:
+            assert model_state is not None
+            first = jax.tree.map(lambda x: x[0], batch) if per_call > 1 else batch
+            (loss, (aux, new_state)), grads = value_and_grad(params, first, rng, state)
+            if per_call > 1:  # the probe gradients: batch i + 1, the state after the first pass
+                probe_loss = model_state.probe_loss_fn or loss_fn
 
-            def grad_fn(p, i):
-                b = jax.tree.map(lambda x: x[i + 1], batch)
-                r = jax.random.fold_in(rng, i + 1)
-                return jax.grad(lambda q: probe_loss(q, b, r, new_state)[0])(p)
+                def grad_fn(p, i):
+                    b = jax.tree.map(lambda x: x[i + 1], batch)
+                    r = jax.random.fold_in(rng, i + 1)
+                    return jax.grad(lambda q: probe_loss(q, b, r, new_state)[0])(p)
 
-            extra_args["grad_fn"] = grad_fn
-        if model_state.keep_if is not None:
-            keep = model_state.keep_if(opt_state)
-            new_state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), state, new_state)
+                extra_args["grad_fn"] = grad_fn
+            if model_state.keep_if is not None:
+                keep = model_state.keep_if(opt_state)
+                new_state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), state, new_state)
         updates, opt_state = method.tx.update(grads, opt_state, stored, **extra_args)
         stored = method.apply(stored, updates)
         extra = dict(state_metrics(opt_state)) if state_metrics is not None else {}
-        return stored, opt_state, new_state, {"loss": loss, **aux, **extra}
+        metrics = {"loss": loss, **aux, **extra}
+        return (stored, opt_state, new_state, metrics) if stateful else (stored, opt_state, metrics)
 
     if parallel is None:
         return jax.jit(step)
-    if per_call > 1:
-        raise ValueError("one-call methods (stacked batches) run on one process only")
     rep = parallel.replicated
     batch_sharding = NamedSharding(parallel.mesh, P(parallel.axis))
-    return jax.jit(step, in_shardings=(rep, rep, rep, batch_sharding, rep), out_shardings=rep)
+    state_sharding = (rep,) if stateful else ()
+    shardings = (rep, rep, *state_sharding, batch_sharding, rep)
+    return jax.jit(step, in_shardings=shardings, out_shardings=rep)
 
 
 @dataclasses.dataclass
@@ -295,12 +287,7 @@ class Trainer:
         self.method = method
         self.parallel = parallel
         self.stateful = model_state is not None
-        if self.stateful:
-            self.step_fn = make_stateful_step(method, loss_fn, model_state, parallel, state_metrics)
-        elif method.grads_per_call > 1:
-            raise ValueError(f"{method.name}: a one-call method needs a ModelState")
-        else:
-            self.step_fn = make_train_step(method, loss_fn, parallel, state_metrics)
+        self.step_fn = make_train_step(method, loss_fn, parallel, state_metrics, model_state)
         if parallel is None:
             self.eval_params_fn = jax.jit(method.eval_params)
         else:

@@ -79,3 +79,29 @@ def test_train_function_with_a_plain_optax_method():
         rng=jax.random.key(0),
     )
     np.testing.assert_allclose(result.eval_params["w"], [1.0, -2.0, 0.5], atol=0.05)
+
+
+def test_one_step_builder_with_and_without_model_state():
+    """A model state that the loss ignores leaves the training exactly as without one; the
+    state returned by each call is the loss's; a one-call method needs a ModelState."""
+    from experiments.common.train import ModelState
+
+    batches, loss_fn = regression_problem()
+
+    def stateful_loss(params, batch, rng, state):
+        loss, aux = loss_fn(params, batch, rng)
+        return loss, (aux, {"calls": state["calls"] + 1})
+
+    params = {"w": jnp.zeros(3)}
+    method = registry.make_method("adam", params, learning_rate=0.05)
+    plain = Trainer(method, loss_fn).fit(params, batches(0), 12, rng=jax.random.key(0))
+    with_state = Trainer(method, stateful_loss, model_state=ModelState()).fit(
+        params, batches(0), 12, rng=jax.random.key(0), state={"calls": jnp.zeros((), jnp.int32)}
+    )
+    np.testing.assert_array_equal(with_state.eval_params["w"], plain.eval_params["w"])
+    assert int(with_state.model_state["calls"]) == 12 and plain.model_state is None
+
+    one_call = registry.make_method("profit", params, learning_rate=0.05, one_call=True)
+    assert one_call.grads_per_call == 2
+    with pytest.raises(ValueError, match="one-call method needs a ModelState"):
+        Trainer(one_call, loss_fn)
