@@ -12,6 +12,7 @@ diagnostics it reports live here because PROFIT and its lean mode share them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -32,6 +33,21 @@ def to_acc(x: jax.Array) -> jax.Array:
     return x.astype(acc_dtype(x.dtype))
 
 
+def own_upcasts_on_cpu(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``; on CPU with ``args`` read through an ``optimization_barrier`` first.
+
+    XLA:CPU writes an upcast (bf16 → float32) that a reduction shares with another
+    reduction or loop to a float32 temporary: for bf16 parameters 4 bytes per parameter
+    and upcast, and several times the time of reading the bf16 buffer inside the
+    reduction. Behind the barrier the reduction's upcasts are its own and fuse into it.
+    Other backends fuse sibling reductions of one input, which the barrier would prevent,
+    so there ``fn`` reads ``args`` directly (``jax.lax.platform_dependent``: decided when
+    the program is lowered).
+    """
+    through = lambda *a: fn(*jax.lax.optimization_barrier(a))
+    return jax.lax.platform_dependent(*args, cpu=through, default=fn)
+
+
 def sumsq(tree: Any) -> jax.Array:
     """‖tree‖² as a float32 scalar, summed in float32 for every input dtype (float64
     leaves are squared in float64, then summed in float32)."""
@@ -45,7 +61,10 @@ def sumsq_between(a: Any, b: Any) -> jax.Array:
 
     def leaf(x, y):
         acc = jnp.promote_types(acc_dtype(x.dtype), acc_dtype(y.dtype))
-        return jnp.sum(jnp.square(x.astype(acc) - y.astype(acc)), dtype=acc)
+        sq = lambda x, y: jnp.sum(jnp.square(x.astype(acc) - y.astype(acc)), dtype=acc)
+        if x.dtype == acc and y.dtype == acc:
+            return sq(x, y)
+        return own_upcasts_on_cpu(sq, x, y)
 
     return sum(jax.tree.leaves(jax.tree.map(leaf, a, b)), jnp.float32(0)).astype(jnp.float32)
 
@@ -93,47 +112,56 @@ def count_nonfinite(diag: ProfitDiagnostics, finite: jax.Array) -> ProfitDiagnos
     return diag._replace(nonfinite_count=diag.nonfinite_count + skipped)
 
 
+def _leaf_sums(g: jax.Array, delta: tuple[jax.Array, ...]) -> jax.Array:
+    """(⟨g, Δ⟩, ‖Δ‖², ‖g‖²) of one leaf in its accumulation dtype, Δ = ``delta[0]`` or
+    ``delta[0] − delta[1]`` (never materialised)."""
+    acc = functools.reduce(jnp.promote_types, [acc_dtype(x.dtype) for x in (g, *delta)])
+    up = lambda x: x.astype(acc)
+
+    def sums(g_delta, delta2, g3):
+        # Three reductions, each given its own inputs. The first two spell Δ apart
+        # (a − b, b − a), which keeps XLA from merging them into one Δ written out.
+        g1, delta1 = g_delta
+        if len(delta) == 1:
+            d1, d2 = up(delta1[0]), up(delta2[0])
+        else:
+            d1, d2 = up(delta1[0]) - up(delta1[1]), up(delta2[1]) - up(delta2[0])
+        return jnp.stack(
+            [jnp.sum(up(g1) * d1), jnp.sum(jnp.square(d2)), jnp.sum(jnp.square(up(g3)))]
+        )
+
+    if all(x.dtype == acc for x in (g, *delta)):  # no upcast to share
+        return sums((g, delta), delta, g)
+    return own_upcasts_on_cpu(sums, (g, delta), delta, g)
+
+
 def projection_sums(grads: optax.Updates, delta: optax.Updates) -> jax.Array:
     """Per leaf (⟨g, Δ⟩, ‖Δ‖², ‖g‖²), shape ``(n_leaves, 3)``, in float32 (float64
     when an input is float64).
 
-    Three plain ``jnp.sum`` reductions. A single fused variadic ``lax.reduce``
-    reads g and Δ's inputs once instead of up to seven times on one CPU device,
-    but it is not sharding-friendly: under explicit mesh axes its reshape does not
-    trace, and under automatic axes XLA all-gathers Δ to compute it. The plain
-    sums partition into local partial sums plus one small all-reduce, which XLA
-    combines across leaves (``tests/benchmarks/test_collectives.py``).
+    Three plain ``jnp.sum`` reductions per leaf. A single fused variadic ``lax.reduce``
+    would read the inputs once, but XLA:CPU runs it as a serial loop (relative error
+    1e-2 at 8e6 float32 elements) and its sharded form gathers per-shard partials; the
+    plain sums partition into local partial sums plus one small all-reduce, which XLA
+    combines across leaves (``tests/benchmarks/test_collectives.py``). On CPU, half-
+    precision inputs reach each reduction through its own ``optimization_barrier`` so
+    that no float32 upcast is written to memory (``benchmarks/analysis/update_passes.md``).
     """
-
-    def sums(g, d):
-        acc = jnp.promote_types(acc_dtype(g.dtype), acc_dtype(d.dtype))
-        g, d = g.astype(acc), d.astype(acc)
-        return jnp.stack([jnp.sum(g * d), jnp.sum(d * d), jnp.sum(g * g)])
-
     g_leaves, treedef = jax.tree.flatten(grads)
     d_leaves = treedef.flatten_up_to(delta)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
-    return jnp.stack([sums(g, d) for g, d in zip(g_leaves, d_leaves, strict=True)])
+    return jnp.stack([_leaf_sums(g, (d,)) for g, d in zip(g_leaves, d_leaves, strict=True)])
 
 
 def projection_sums_between(
     grads: optax.Updates, new: optax.Params, old: optax.Params
 ) -> jax.Array:
-    """Like :func:`projection_sums` with Δ = ``new`` − ``old``, never materialising Δ.
-
-    Each sum subtracts on its own (the two spellings keep XLA from merging them into
-    one Δ written to a temporary buffer: one parameter-sized write and read fewer per
-    main call, and no float32 Δ temporary in the step's memory).
-    """
-
-    def sums(g, a, b):
-        acc = jnp.promote_types(jnp.promote_types(acc_dtype(g.dtype), a.dtype), b.dtype)
-        g, a, b = g.astype(acc), a.astype(acc), b.astype(acc)
-        return jnp.stack([jnp.sum(g * (a - b)), jnp.sum(jnp.square(b - a)), jnp.sum(g * g)])
-
+    """Like :func:`projection_sums` with Δ = ``new`` − ``old``, never materialising Δ
+    (each sum subtracts on its own: no Δ written to a temporary buffer, one
+    parameter-sized write and read fewer per main call)."""
     g_leaves, treedef = jax.tree.flatten(grads)
     new_leaves, old_leaves = treedef.flatten_up_to(new), treedef.flatten_up_to(old)  # type: ignore[attr-defined]  # no stub for jaxlib's PyTreeDef
     return jnp.stack(
-        [sums(g, a, b) for g, a, b in zip(g_leaves, new_leaves, old_leaves, strict=True)]
+        [_leaf_sums(g, (a, b)) for g, a, b in zip(g_leaves, new_leaves, old_leaves, strict=True)]
     )
 
 

@@ -343,7 +343,7 @@ def test_reductions_accumulate_in_float32():
 
 @pytest.mark.parametrize("n", [1_000_003, 5000, 7])
 def test_projection_sums_are_accurate_on_large_leaves(n):
-    """The fused variadic reduction must be as accurate as a float64 dot (rtol 1e-5)."""
+    """The projection sums must be as accurate as a float64 dot (rtol 1e-5)."""
     from profit_optax._src.numerics import projection_sums
 
     rng = np.random.default_rng(0)
@@ -368,6 +368,39 @@ def test_projection_sums_between_are_accurate(n):
     got = np.asarray(jax.jit(projection_sums_between)(*args))[0]
     g64, d64 = g.astype(np.float64), a.astype(np.float64) - b.astype(np.float64)
     np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1_000_003, 7])
+def test_projection_sums_between_in_bfloat16_are_exact_float32_sums(n):
+    """bf16 (g, a, b): the sums of the float32 upcasts, wherever the upcasts are taken (on
+    CPU each reduction reads its inputs through a barrier of its own)."""
+    from profit_optax._src.numerics import projection_sums_between
+
+    rng = np.random.default_rng(2)
+    g, a = (jnp.asarray(rng.normal(size=n), jnp.bfloat16) for _ in range(2))
+    b = (a.astype(jnp.float32) + jnp.asarray(rng.normal(size=n) * 1e-2)).astype(jnp.bfloat16)
+    got = np.asarray(jax.jit(projection_sums_between)({"x": g}, {"x": a}, {"x": b}))[0]
+    g64, a64, b64 = (np.asarray(x.astype(jnp.float32), np.float64) for x in (g, a, b))
+    d64 = a64 - b64
+    np.testing.assert_allclose(got, [g64 @ d64, d64 @ d64, g64 @ g64], rtol=1e-5)
+
+
+def test_barriers_only_in_the_cpu_programs_of_half_precision_sums():
+    """``own_upcasts_on_cpu``: the barriers are lowered for CPU only, and only where an
+    input is upcast (float32 sums share nothing to write out)."""
+    from jax import export
+
+    from profit_optax._src.numerics import projection_sums_between, sumsq_between
+
+    def lowered(fn, dtype, platform, n_args):
+        x = {"a": jnp.ones((64, 32), dtype)}
+        return export.export(jax.jit(fn), platforms=(platform,))(*[x] * n_args).mlir_module()
+
+    for fn, n_args in ((projection_sums_between, 3), (sumsq_between, 2)):
+        assert "optimization_barrier" in lowered(fn, jnp.bfloat16, "cpu", n_args)
+        for platform in ("cuda", "tpu"):
+            assert "optimization_barrier" not in lowered(fn, jnp.bfloat16, platform, n_args)
+        assert "optimization_barrier" not in lowered(fn, jnp.float32, "cpu", n_args)
 
 
 def test_ref_params_recovers_theta_ref_mid_cycle():
