@@ -40,9 +40,9 @@ def own_upcasts_on_cpu(fn: Any, *args: Any) -> Any:
     reduction or loop to a float32 temporary: for bf16 parameters 4 bytes per parameter
     and upcast, and several times the time of reading the bf16 buffer inside the
     reduction. Behind the barrier the reduction's upcasts are its own and fuse into it.
-    Other backends fuse sibling reductions of one input, which the barrier would prevent,
-    so there ``fn`` reads ``args`` directly (``jax.lax.platform_dependent``: decided when
-    the program is lowered).
+    Other backends can fuse sibling reductions of one input into one kernel, which the
+    barrier would prevent, so there ``fn`` reads ``args`` directly, as before this helper
+    existed (``jax.lax.platform_dependent``: decided when the program is lowered).
     """
     through = lambda *a: fn(*jax.lax.optimization_barrier(a))
     return jax.lax.platform_dependent(*args, cpu=through, default=fn)
