@@ -51,8 +51,12 @@ def own_upcasts_on_cpu(fn: Any, *args: Any) -> Any:
 def sumsq(tree: Any) -> jax.Array:
     """‖tree‖² as a float32 scalar, summed in float32 for every input dtype (float64
     leaves are squared in float64, then summed in float32)."""
-    leaves = jax.tree.leaves(tree)
-    return sum((jnp.sum(jnp.square(to_acc(x)), dtype=jnp.float32) for x in leaves), jnp.float32(0))
+
+    def leaf(x):
+        sq = lambda x: jnp.sum(jnp.square(to_acc(x)), dtype=jnp.float32)
+        return sq(x) if x.dtype == acc_dtype(x.dtype) else own_upcasts_on_cpu(sq, x)
+
+    return sum((leaf(x) for x in jax.tree.leaves(tree)), jnp.float32(0))
 
 
 def sumsq_between(a: Any, b: Any) -> jax.Array:

@@ -386,17 +386,17 @@ def test_projection_sums_between_in_bfloat16_are_exact_float32_sums(n):
 
 
 def test_barriers_only_in_the_cpu_programs_of_half_precision_sums():
-    """``own_upcasts_on_cpu``: the barriers are lowered for CPU only, and only where an
-    input is upcast (float32 sums share nothing to write out)."""
+    """``own_upcasts_on_cpu`` (the projection sums, the automatic step's length, lean mode's
+    norms): the barriers are lowered for CPU only, and only where an input is upcast."""
     from jax import export
 
-    from profit_optax._src.numerics import projection_sums_between, sumsq_between
+    from profit_optax._src.numerics import projection_sums_between, sumsq, sumsq_between
 
     def lowered(fn, dtype, platform, n_args):
         x = {"a": jnp.ones((64, 32), dtype)}
         return export.export(jax.jit(fn), platforms=(platform,))(*[x] * n_args).mlir_module()
 
-    for fn, n_args in ((projection_sums_between, 3), (sumsq_between, 2)):
+    for fn, n_args in ((projection_sums_between, 3), (sumsq_between, 2), (sumsq, 1)):
         assert "optimization_barrier" in lowered(fn, jnp.bfloat16, "cpu", n_args)
         for platform in ("cuda", "tpu"):
             assert "optimization_barrier" not in lowered(fn, jnp.bfloat16, platform, n_args)
