@@ -6,7 +6,8 @@ user-level ``python3`` kernelspec pointing elsewhere cannot hijack the run), in 
 temporary working directory, with the repository root on ``PYTHONPATH`` (the
 ``experiments`` package is not installed by pip). Any cell error fails the test,
 and so does a notebook that displays no figure. The Fashion-MNIST notebook
-prepares TFDS's dataset in a temporary ``TFDS_DATA_DIR`` unless one is set.
+reads TFDS's dataset from this run's temporary ``TFDS_DATA_DIR`` (prepared once per run,
+``tests/_tfds.py``) unless one is set.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests._tfds import prepared_fashion_mnist
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -130,7 +133,7 @@ def test_toy2d_notebook_runs(kernel_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_fashion_mnist_notebook_runs(kernel_env, tmp_path):
+def test_fashion_mnist_notebook_runs(kernel_env, tmp_path, tmp_path_factory):
     if not FASHION_MNIST_DIR.is_dir():
         pytest.skip(
             f"{FASHION_MNIST_DIR} is missing: install Debian's dataset-fashion-mnist "
@@ -138,7 +141,8 @@ def test_fashion_mnist_notebook_runs(kernel_env, tmp_path):
         )
     with pytest.MonkeyPatch.context() as mp:
         if not os.environ.get("TFDS_DATA_DIR"):
-            # Hermetic: prepare TFDS's fashion_mnist from the IDX files in a temporary data
-            # directory (about a minute) instead of writing to ~/tensorflow_datasets.
-            mp.setenv("TFDS_DATA_DIR", str(tmp_path / "tensorflow_datasets"))
+            # Hermetic: TFDS's fashion_mnist prepared from the IDX files in this run's
+            # temporary directory (once, shared with the data tests), not ~/tensorflow_datasets.
+            data_dir = prepared_fashion_mnist(tmp_path_factory, FASHION_MNIST_DIR)
+            mp.setenv("TFDS_DATA_DIR", str(data_dir))
         _run_notebook("03_fashion_mnist.ipynb", kernel_env, tmp_path)

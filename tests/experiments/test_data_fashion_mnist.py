@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from experiments.common.data import load_tfds
 from experiments.data import fashion_mnist as fm
+from tests._tfds import prepared_fashion_mnist
 
 REAL_DIR = fm.find_idx_dir([fm.DEBIAN_IDX_DIR])
 needs_real_files = pytest.mark.skipif(
@@ -70,8 +71,9 @@ def test_real_headers_are_valid():
 
 @pytest.fixture(scope="module")
 def prepared_dir(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("tfds")
-    version_dir = fm.ensure_fashion_mnist(data_dir, search_dirs=[REAL_DIR], download=False)
+    # Prepared by ensure_fashion_mnist once per run (here or for the notebook test).
+    data_dir = prepared_fashion_mnist(tmp_path_factory, REAL_DIR)
+    version_dir = fm.ensure_fashion_mnist(data_dir, search_dirs=[], download=False)
     return data_dir, version_dir
 
 
