@@ -73,6 +73,9 @@ def env_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_average": load_average(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        # JAX's persistent compilation cache (JAX_COMPILATION_CACHE_DIR; the test run sets
+        # one): with it, a compilation can be a read of an earlier one.
+        "compilation_cache": jax.config.jax_compilation_cache_dir or None,
     }
 
 
@@ -85,6 +88,11 @@ def env_markdown(info: dict[str, Any]) -> str:
         f"- python {info['python']}, jax {info['jax']}, jaxlib {info['jaxlib']}, "
         f"optax {info['optax']}, flax {info['flax']}\n"
         f"- load average (1/5/15 min) at start: {la_s}; {info['time']}"
+        + (
+            "\n- JAX's persistent compilation cache was on: compile times may be cache reads"
+            if info.get("compilation_cache")
+            else ""
+        )
     )
 
 
