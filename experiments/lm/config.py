@@ -30,7 +30,7 @@ Choices (``experiments/lm_sizing.md`` sizes them to ~15 core-hours):
   3e-4) still falls at 600 calls on every task: by 0.010–0.021 bpb over the last 30% on the
   style shift and maintenance, by 0.10–0.15 on the domain shift. No budget this machine can
   afford passes the plateau check's 0.01. At 300 the style and maintenance falls are
-  0.015–0.018, little more than at 600 (0.019–0.026 at the sizing note's 150); the suites'
+  0.015–0.019, little more than at 600 (0.019–0.026 at the sizing note's 150); the suites'
   plateau checks report what they find. Five suites run (~20 core-hours):
   ``maintenance_lora`` is left out, as the issue allows when the budget needs it;
 * methods (issue 30): AdamW (the paper's transformer baseline), Adam, SGD with momentum 0.9,
