@@ -17,7 +17,8 @@ Batch statistics under PROFIT (``hparams["batch_stats"]``, absent = ``every_call
   (``profit_optax.at_probe_point``) leaves them as they were: they move once per cycle;
 * ``one_call``: ``profit(one_call=True)``, one update call per cycle (its ``n_ref + 1``
   batches stacked); the gradient at the model moves them, the probe gradients are taken
-  in eval mode, on the running statistics (the user guide's advice).
+  in eval mode, on the running statistics (the one-call option the user guide describes;
+  it recommends no mode until these arms are in).
 """
 
 from __future__ import annotations
