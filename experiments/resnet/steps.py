@@ -11,8 +11,8 @@ running statistics. The ways a user can run PROFIT on a batch-norm model:
 * ``one_call``: ``profit(..., one_call=True)``; the first gradient, at the model,
   moves the statistics; the probe gradients are taken on a copy
   (``profit_optax.batch_stats.probe_grad_fn``) with the running statistics
-  (``use_running_average=True``; the user guide describes it and recommends no mode
-  until these arms are in). With
+  (``use_running_average=True``; the user guide describes it and, after the class
+  split, advises against it). With
   ``probe_running_average=False`` they use their batch's statistics, and the run
   is ``at_model``'s (same gradients, same statistics; tested).
 

@@ -18,7 +18,7 @@ Batch statistics under PROFIT (``hparams["batch_stats"]``, absent = ``every_call
 * ``one_call``: ``profit(one_call=True)``, one update call per cycle (its ``n_ref + 1``
   batches stacked); the gradient at the model moves them, the probe gradients are taken
   in eval mode, on the running statistics (the one-call option the user guide describes;
-  it recommends no mode until these arms are in).
+  after the class split it advises against it).
 """
 
 from __future__ import annotations
