@@ -1,10 +1,6 @@
 """The notebooks in ``notebooks/``: committed without outputs, and they run top to bottom.
 
-Each notebook runs with smaller settings: the test inserts a cell of its own
-(:data:`SMOKE_SETTINGS`) after the notebook's cell tagged ``parameters``, as papermill
-does, so every cell runs as written, on fewer steps, seeds and examples (the test
-command's time; the notebooks' own settings take minutes). Each notebook is executed
-with nbclient in a fresh kernel of *this* interpreter
+Each notebook is executed with nbclient in a fresh kernel of *this* interpreter
 (``sys.executable``, through a kernelspec written to a temporary directory, so a
 user-level ``python3`` kernelspec pointing elsewhere cannot hijack the run), in a
 temporary working directory, with the repository root on ``PYTHONPATH`` (the
@@ -37,19 +33,6 @@ KERNEL_NAME = "profit-optax-test"
 #: Seconds per cell; every notebook should finish in a few minutes on a 2-core CPU.
 CELL_TIMEOUT_S = 900
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-#: Per notebook, the cell inserted after its cell tagged ``parameters``: the same code
-#: paths on fewer steps, seeds and examples.
-SMOKE_SETTINGS = {
-    "01_quickstart.ipynb": "STEPS = 200",
-    "02_toy2d.ipynb": (
-        'cfg.data.update({"n_train": 2_000, "n_val": 400, "n_test": 1_000})\n'
-        'cfg.pretrain.update({"steps": 400, "decay_every": 50})\n'
-        "cfg.finetune.budget = 60"
-    ),
-    "03_fashion_mnist.ipynb": (
-        "SEEDS = (0, 1)\nconfig.pretrain.num_steps = 300\nNUM_CALLS, EVAL_EVERY = 60, 30"
-    ),
-}
 
 
 def _names(paths):
@@ -119,23 +102,9 @@ def test_kernel_runs_this_interpreter(kernel_env, tmp_path):
     assert Path(lines[1]).resolve() == tmp_path.resolve()
 
 
-def _with_smoke_settings(nb, name: str):
-    """``nb`` with :data:`SMOKE_SETTINGS` ``[name]`` inserted after its ``parameters`` cell."""
-    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1, f"{name}: one code cell must be tagged 'parameters', found {tagged}"
-    cell = nbformat.v4.new_code_cell(SMOKE_SETTINGS[name])
-    cell.metadata["tags"] = ["injected-parameters"]
-    nb.cells.insert(tagged[0] + 1, cell)
-    return nb
-
-
-def test_every_notebook_has_smoke_settings():
-    assert set(SMOKE_SETTINGS) == set(_names(NOTEBOOKS))
-
-
 def _run_notebook(name: str, kernel_env: str, tmp_path: Path) -> None:
     path = NOTEBOOK_DIR / name
-    nb = _with_smoke_settings(nbformat.read(path, as_version=4), name)
+    nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
     try:
         _execute(nb, tmp_path, kernel_env)
