@@ -313,6 +313,21 @@ class Timed:
     name: str
     run: Callable[[int], None]
     times: list[float] = field(default_factory=list)  # seconds per call, one per round
+    faults: list[float] = field(default_factory=list)  # minor page faults per call, per round
+
+
+def minor_faults() -> int | None:
+    """The process's minor page faults so far (all threads; None where unsupported).
+
+    Load-independent beside the times: a program whose temporaries the allocator maps
+    afresh on every call faults each of their pages every call
+    (``benchmarks/analysis/lean_temp_faults.md``).
+    """
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def interleaved_timing(
@@ -331,9 +346,11 @@ def interleaved_timing(
     from the same round's measurements, then summarised by its median and range:
     on a loaded machine adjacent measurements share most of the load.
 
-    Returns a dict name -> {"median_ms", "min_ms", "max_ms", "times_ms", and with a
-    baseline "ratio_median", "ratio_min", "ratio_max", "ratios"}; plus "rounds",
-    "calls_per_block" and "load1" (the 1-minute load average at the start of each round).
+    Returns a dict name -> {"median_ms", "min_ms", "max_ms", "times_ms",
+    "faults_per_call" (median over rounds of the minor page faults per call, where the
+    platform counts them), and with a baseline "ratio_median", "ratio_min", "ratio_max",
+    "ratios"}; plus "rounds", "calls_per_block" and "load1" (the 1-minute load average at
+    the start of each round).
     """
     for it in items:
         for _ in range(warmup_blocks):
@@ -346,9 +363,13 @@ def interleaved_timing(
         loads.append(None if la is None else la[0])
         order = list(items[r % len(items) :]) + list(items[: r % len(items)])
         for it in order:
+            f0 = minor_faults()
             t0 = time.perf_counter()
             it.run(calls_per_block)
             it.times.append((time.perf_counter() - t0) / calls_per_block)
+            f1 = minor_faults()
+            if f0 is not None and f1 is not None:
+                it.faults.append((f1 - f0) / calls_per_block)
         done += 1
         if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
             break
@@ -362,6 +383,8 @@ def interleaved_timing(
             "max_ms": max(ms),
             "times_ms": ms,
         }
+        if it.faults:
+            rec["faults_per_call"] = statistics.median(it.faults)
         if base is not None:
             ratios = [a / b for a, b in zip(it.times, base.times, strict=True)]
             rec.update(

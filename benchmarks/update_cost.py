@@ -347,19 +347,22 @@ def markdown(results: dict[str, Any]) -> str:
             if key not in cfg:
                 continue
             t = cfg[key]
+            rows = {name: v for name, v in t.items() if isinstance(v, dict)}
+            # files from before 2026-12-04 have no fault counts: no column then
+            faults = all("faults_per_call" in v for v in rows.values())
             lines += [
                 f"{'donated' if key == 'timing_donated' else 'not donated'}: "
                 f"{t['rounds']} rounds × {t['calls_per_block']} calls per method",
                 "",
-                "| method | median ms/call | min–max ms | ratio to Adam (median) | ratio range |",
-                "|---|---|---|---|---|",
+                "| method | median ms/call | min–max ms | ratio to Adam (median) | ratio range |"
+                + (" minor page faults/call (median) |" if faults else ""),
+                "|---|---|---|---|---|" + ("---|" if faults else ""),
             ]
-            for name, v in t.items():
-                if not isinstance(v, dict):
-                    continue
+            for name, v in rows.items():
                 lines.append(
                     f"| {name} | {v['median_ms']:.3f} | {v['min_ms']:.3f}–{v['max_ms']:.3f} "
                     f"| {v['ratio_median']:.3f} | {v['ratio_min']:.3f}–{v['ratio_max']:.3f} |"
+                    + (f" {v['faults_per_call']:,.0f} |" if faults else "")
                 )
             lines.append("")
         if "analysis" in cfg:
