@@ -210,8 +210,8 @@ def table(root: Path) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         "PROFIT − best baseline, paired over the reporting seeds, mean [95% t-interval], signed so "
-        "that **positive favours PROFIT** (accuracy points for the image tasks, minus the MSE for "
-        "the toys). Verdict from the interval of Δ mean: better / worse when it excludes 0."
+        f"that **positive favours PROFIT** ({units_note(found)}). Verdict from the interval of "
+        "Δ mean: better / worse when it excludes 0."
     )
     if not all(r["plateaued"] for r in found):
         note += (
@@ -220,6 +220,20 @@ def table(root: Path) -> str:
             "that row."
         )
     return "\n".join(lines) + "\n\n" + note
+
+
+#: How a difference in each metric's unit reads, signed so that positive favours PROFIT.
+UNIT_NOTES = {
+    "pts": "accuracy points for the image tasks",
+    "MSE": "minus the MSE for the toys",
+    "bpb": "minus the bits per byte for the language models",
+}
+
+
+def units_note(found: Sequence[Mapping[str, Any]]) -> str:
+    """What the signed differences of ``found`` rows are, one phrase per unit among them."""
+    units = {r["unit"] for r in found}
+    return ", ".join(text for unit, text in UNIT_NOTES.items() if unit in units)
 
 
 #: What a verdict row's task adds to its family's name: a budget view or the warm-up.
@@ -270,8 +284,9 @@ def summary_table(root: Path) -> str:
         "One line per task family: its verdict rows (models, equal gradients or equal main "
         "steps, with or without the warm-up) counted by verdict. Δ mean: PROFIT − best "
         "baseline on the mean of the old and new metric, paired over the reporting seeds, the "
-        "range over the family's rows; positive favours PROFIT (accuracy points, or minus the "
-        "MSE for the toys)."
+        "range over the family's rows; positive favours PROFIT ("
+        + units_note([r for fam in families.values() for r in fam["rows"]])
+        + ")."
     )
     if not all(r["plateaued"] for fam in families.values() for r in fam["rows"]):
         note += (

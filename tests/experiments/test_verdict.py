@@ -219,3 +219,16 @@ def test_summary_counts_every_committed_verdict_row_once_under_its_family():
         assert sum(int(n) for n, _ in words) == int(cells[2])
     links = re.findall(r"\]\(([^)]+)\)", table)
     assert links and all((report.ROOT / link).is_file() for link in links)
+
+
+def test_units_note_names_the_units_of_the_rows_present():
+    from experiments.lm.suite import METRIC as LM
+
+    rows = [{"unit": m.diff_unit} for m in (METRIC, TOY)]
+    assert verdict.units_note(rows) == (
+        "accuracy points for the image tasks, minus the MSE for the toys"
+    )
+    assert verdict.units_note([*rows, {"unit": LM.diff_unit}]).endswith(
+        ", minus the bits per byte for the language models"
+    )
+    assert verdict.units_note([{"unit": LM.diff_unit}]).startswith("minus the bits per byte")
