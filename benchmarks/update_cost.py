@@ -404,7 +404,8 @@ README_COLUMNS = (
 
 def readme_table(results: dict[str, Any]) -> str:
     """The README's cost table from a results file of this benchmark (its largest donated
-    configuration): time per call and bytes moved per call, as ratios to Adam."""
+    configuration): time per call and bytes moved per call, as ratios to Adam, and the
+    minor page faults per call where the file has them."""
     cfgs = [c for c in results["configs"] if "timing_donated" in c and "analysis" in c]
     if not cfgs:
         raise ValueError("the results have no donated timing with the compiled-program analysis")
@@ -428,6 +429,13 @@ def readme_table(results: dict[str, Any]) -> str:
         "| bytes moved per call / Adam (compiled HLO, cycle average) | "
         + " | ".join(byte_cells)
         + " |",
+    ]
+    if all("faults_per_call" in timing[n] for n in [*t, "adam"]):
+        lines.append(
+            f"| minor page faults per call, median (Adam: {timing['adam']['faults_per_call']:,.0f})"
+            " | " + " | ".join(f"{t[n]['faults_per_call']:,.0f}" for n, _ in cols) + " |"
+        )
+    lines += [
         "",
         f"{cfg['dtype']}, {cfg['n_params']:,} parameters, donated, {timing['rounds']} interleaved "
         f"rounds of {timing['calls_per_block']} calls per method; load average (1 min) "
