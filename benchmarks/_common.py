@@ -317,7 +317,8 @@ class Timed:
 
 
 def minor_faults() -> int | None:
-    """The process's minor page faults so far (all threads; None where unsupported).
+    """The process's minor page faults so far (all threads; ``ru_minflt``: on Linux the
+    faults served without I/O, on macOS page reclaims; None where ``resource`` is missing).
 
     Load-independent beside the times: a program whose temporaries the allocator maps
     afresh on every call faults each of their pages every call

@@ -231,8 +231,11 @@ UNIT_NOTES = {
 
 
 def units_note(found: Sequence[Mapping[str, Any]]) -> str:
-    """What the signed differences of ``found`` rows are, one phrase per unit among them."""
+    """What the signed differences of ``found`` rows are, one phrase per unit among them (in
+    :data:`UNIT_NOTES`' order; a unit it lacks is an error, not a silent omission)."""
     units = {r["unit"] for r in found}
+    if missing := units - set(UNIT_NOTES):
+        raise KeyError(f"verdict.UNIT_NOTES has no phrase for the unit(s) {sorted(missing)}")
     return ", ".join(text for unit, text in UNIT_NOTES.items() if unit in units)
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+from benchmarks import _common as C
 from benchmarks import large_models, run_all
 
 #: ``collectives.main`` runs in tests/benchmarks/test_collectives.py (more configurations,
@@ -30,9 +31,10 @@ def test_run_all_quick_writes_reports(tmp_path, capsys):
     # The pass counter found the parameter-sized traffic of both programs.
     assert analysis["adam"]["cycle"]["read_passes"] > 0
     assert set(analysis["profit_sgd_n1"]["phases"]) == {"ref (first, saves θ_ref)", "main"}
-    timing = update["configs"][0]["timing_donated"]
-    assert all("faults_per_call" in timing[m] for m in ("adam", "profit_sgd_n1"))
-    assert "minor page faults/call" in (tmp_path / "update_cost.md").read_text()
+    if C.minor_faults() is not None:  # the platform counts page faults
+        timing = update["configs"][0]["timing_donated"]
+        assert all("faults_per_call" in timing[m] for m in ("adam", "profit_sgd_n1"))
+        assert "minor page faults/call" in (tmp_path / "update_cost.md").read_text()
     assert os.path.exists(tmp_path / "memory.md")
     # Every large-model configuration ran in its own process, the losses finite; the tiny
     # ViT's bf16 parameters, and PROFIT's state (θ_ref and Adam's two moments) in bf16.

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from experiments import verdict
+from experiments.lm.suite import METRIC as LM
 from experiments.paper_toy.suite import METRIC as TOY
 from experiments.recipe.suite import METRIC
 
@@ -222,8 +223,6 @@ def test_summary_counts_every_committed_verdict_row_once_under_its_family():
 
 
 def test_units_note_names_the_units_of_the_rows_present():
-    from experiments.lm.suite import METRIC as LM
-
     rows = [{"unit": m.diff_unit} for m in (METRIC, TOY)]
     assert verdict.units_note(rows) == (
         "accuracy points for the image tasks, minus the MSE for the toys"
@@ -232,3 +231,5 @@ def test_units_note_names_the_units_of_the_rows_present():
         ", minus the bits per byte for the language models"
     )
     assert verdict.units_note([{"unit": LM.diff_unit}]).startswith("minus the bits per byte")
+    with pytest.raises(KeyError, match="no phrase for the unit"):
+        verdict.units_note([{"unit": "furlongs"}])
