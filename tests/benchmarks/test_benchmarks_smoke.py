@@ -44,8 +44,16 @@ def test_run_all_quick_writes_reports(tmp_path, capsys):
         assert r["finite"] and len(r["losses"]) == 2 and len(r["pair_times_per_grad_s"]) == 1
         assert r["param_bytes"] == 2 * r["param_count"]
         assert r["estimate_bytes"] > r["param_bytes"] and r["alias"] > 0  # donated
-    (profit,) = [r for r in large["results"] if r["method"] == "profit"]
+        # Measured before the steps: the heap's free pages handed back (glibc), then read.
+        assert r["rss_after_trim_kib"] > 0
+        if r["malloc_trim"]:
+            assert r["rss_after_trim_kib"] <= r["rss_after_init_kib"]
+    (adam, profit, lean) = (
+        next(r for r in large["results"] if r["method"] == m)
+        for m in ("adam", "profit", "profit_lean")
+    )
     assert profit["state_bytes"] >= 3 * profit["param_bytes"]
+    assert lean["state_bytes"] - adam["state_bytes"] < 64  # a few scalars, no θ_ref
     assert "| profit |" in (tmp_path / "large_models.md").read_text()
     # The depth fit of the tiny family: two depths compiled, a depth within the budget.
     fit = json.loads((tmp_path / "large_models_fit.json").read_text())
