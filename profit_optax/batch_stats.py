@@ -5,8 +5,11 @@ A forward pass in training mode moves a model's running statistics (the
 some calls take their gradient at a probe point θ′ (the main call, and with
 ``n_ref > 1`` the later reference calls; :func:`profit_optax.at_probe_point`), so
 by default the statistics the fine-tuned model is evaluated with were partly
-collected at parameters that are not the model. Two ways to keep them to the
-model:
+collected at parameters that are not the model. Measured on a batch-normalized
+ResNet (two tasks, 3 seeds), that made no difference to the fine-tuned model's
+accuracy, so the plain loop needs nothing from this module (the user guide's
+batch-normalization section). Two ways to keep the statistics to the model where a
+loop needs them to come from the model alone:
 
 * alternating mode: :func:`only_at_model` around the gradient computation
   restores the statistics after a forward pass at a probe point::
@@ -32,8 +35,8 @@ model:
   statistics, and the run is the alternating run with :func:`only_at_model`
   (same gradients, same statistics); pass ``nnx.view(model,
   use_running_average=True)`` to take them with the running statistics instead
-  (measured on a ResNet's class split, that run learned the new classes far less:
-  the user guide's batch-normalization section).
+  (measured on a ResNet, that run was worse than the plain loop: 24.5 points on a
+  class split, 1.9 on a rotation shift; the user guide's batch-normalization section).
 
 ``i`` is a Python ``int`` (PROFIT unrolls the reference steps at trace time), so
 arrays and Python lists of batches both index with it. This module imports ``flax``;
