@@ -136,7 +136,8 @@ def _start_sentence(res: Mapping[str, Any]) -> str:
     if start is None:
         return ""
     m, t = res["metric"], start["test"]
-    old, new = (f"{m['scale'] * t[k]:.{m['digits']}f}{m['unit']}" for k in ("old", "new"))
+    sep = "" if m["unit"] == "%" else " "
+    old, new = (f"{m['scale'] * t[k]:.{m['digits']}f}{sep}{m['unit']}" for k in ("old", "new"))
     return f" Before fine-tuning, the pretrained model's test {m['name']}: old {old}, new {new}."
 
 
