@@ -223,9 +223,10 @@ def _proc_status_kib(field: str) -> int | None:
 def _release_free_heap() -> bool:
     """glibc's ``malloc_trim(0)``: hands the heap's free pages back to the kernel.
 
-    Compiling leaves freed host memory in the heap (up to 2.2 GiB more for ``profit_lean``
-    than for Adam on ViT-L/16), which would otherwise stay resident and count in the
-    steps' peak. False where the C library has no ``malloc_trim``.
+    Compiling leaves freed host memory in the heap (on ViT-L/16 1.3 GiB for
+    ``profit_lean``, 0.3 for Adam: ``benchmarks/analysis/lean_memory.md``), which would
+    otherwise stay resident and count in the steps' peak. False where the C library has
+    no ``malloc_trim``.
     """
     try:
         libc = ctypes.CDLL(None)
@@ -394,12 +395,20 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         loads = [x for x in row["load1"] if x is not None] or [float("nan")]
         row["load1_range"] = (min(loads), max(loads))
         row["step_peak_rss_max_kib"] = max(x or 0 for x in row["step_peak_rss_kib"])
-        pre = [x for x in row["pre_peak_kib"] if x is not None]
-        row["pre_peak_max_kib"] = max(pre) if pre else None
-        trimmed = [x for x in row["trimmed_kib"] if x is not None]
-        row["before_steps_max_kib"] = max(trimmed) if trimmed else None
+        row["pre_peak_max_kib"] = _max_present(row["pre_peak_kib"])
+        row["before_steps_max_kib"] = _max_present(row["trimmed_kib"])
         out.append(row)
     return out
+
+
+def _max_present(values: list[int | None]) -> int | None:
+    """The largest of the values recorded (None where a file predates the field)."""
+    present = [x for x in values if x is not None]
+    return max(present) if present else None
+
+
+def _gib_of_kib(kib: int | None) -> str:
+    return "—" if kib is None else f"{kib / 2**20:.2f}"
 
 
 def _gb(b: float) -> str:
@@ -416,15 +425,12 @@ def markdown_run(rows: list[dict[str, Any]]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        pre = r["pre_peak_max_kib"]
-        pre = "—" if pre is None else f"{pre / 2**20:.2f}"
-        before = r.get("before_steps_max_kib")
-        before = "—" if before is None else f"{before / 2**20:.2f}"
         lines.append(
             f"| {r['model']} | {r['method']} | {r['param_count']:,} | {_gb(r['param_bytes'])} "
             f"| {_gb(r['state_bytes'])} | {_gb(r['argument'])} | {_gb(r['output'])} "
             f"| {_gb(r['alias'])} | {_gb(r['temp'])} | {_gb(r['estimate_bytes'])} "
-            f"| {before} | {r['step_peak_rss_max_kib'] / 2**20:.2f} | {pre} "
+            f"| {_gib_of_kib(r.get('before_steps_max_kib'))} "
+            f"| {r['step_peak_rss_max_kib'] / 2**20:.2f} | {_gib_of_kib(r['pre_peak_max_kib'])} "
             f"| {r['median_per_grad_s']:.2f} | {r['min_per_grad_s']:.2f} | {len(r['per_grad'])} "
             f"| {r['load1_range'][0]:.1f}–{r['load1_range'][1]:.1f} |"
         )
