@@ -59,6 +59,12 @@ BLOCKS: dict[str, tuple[Callable[[dict[str, Any]], str], str]] = {
         step_cost.markdown,
         "python -m benchmarks.step_cost --json benchmarks/results/step_cost.json",
     ),
+    "step_cost_lm": (
+        step_cost.markdown,
+        "python -m benchmarks.step_cost --workloads lm_full lm_lora --methods adamw "
+        "profit_adamw_sgd_n1 profit_adamw_auto_n1 --rounds 9 "
+        "--json benchmarks/results/step_cost_lm.json",
+    ),
     "memory": (
         memory.markdown,
         "python -m benchmarks.memory --json benchmarks/results/memory.json",

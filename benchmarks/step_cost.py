@@ -3,7 +3,10 @@
 Every method here evaluates one gradient per call (PROFIT in alternating mode,
 SAM in transparent mode), so time per call = time per gradient evaluation.
 Calls are timed in blocks of ``lcm(periods)`` calls (full cycles), the methods
-interleaved round-robin, ratios to Adam taken per round. The step is
+interleaved round-robin, ratios to the baseline (Adam, or AdamW where Adam is not
+run) taken per round. The methods are ``benchmarks.update_cost``'s and the
+language-model suite's pair, AdamW (weight decay 1e-4) and PROFIT(AdamW) with an
+SGD reference (λ ratio 10⁴, the paper's DriveLM point) or the automatic one. The step is
 ``_common.make_step(tx, loss_fn)`` jitted with the parameters and the state
 donated, the states copied leaf by leaf after ``init`` (see
 ``benchmarks/update_cost.py``). Also reports the
@@ -11,6 +14,8 @@ compiled step's memory analysis and, where the backend has it, the device's
 peak memory (``jax.devices()[0].memory_stats()``; ``None`` on CPU).
 
     PYTHONPATH=. python -m benchmarks.step_cost --workloads mlp_fmnist vit_mini_fmnist vit_ti_cifar
+    PYTHONPATH=. python -m benchmarks.step_cost --workloads lm_full lm_lora \
+        --methods adamw profit_adamw_sgd_n1 profit_adamw_auto_n1
 """
 
 from __future__ import annotations
@@ -20,13 +25,41 @@ import math
 from typing import Any
 
 import jax
+import optax
 
+import profit_optax
 from benchmarks import _common as C
 from benchmarks import hlo
 from benchmarks import update_cost as U
 from benchmarks.models import WORKLOADS, make_workload
 
 DEFAULT_METHODS = ["adam", "profit_sgd_n1", "profit_auto_n1", "sam", "lookahead"]
+
+
+def _adamw_specs() -> list[U.Spec]:
+    """AdamW and PROFIT(AdamW), n_ref 1, as the language-model suite runs them."""
+    adamw = lambda: optax.adamw(U.LR, weight_decay=1e-4)
+    ident = lambda p: p
+    specs = [U.Spec("adamw", adamw(), 1, ident, [("all", 0, 1, None)], None)]
+    for ref_name, ref in (("sgd", optax.sgd(U.LR / 1e4)), ("auto", None)):
+        tx = profit_optax.profit(adamw(), ref, n_ref=1)
+        phases = U._profit_phases(1)
+        specs.append(U.Spec(f"profit_adamw_{ref_name}_n1", tx, 2, ident, phases, U._force_profit))
+    return specs
+
+
+def method_specs(names: list[str]) -> list[U.Spec]:
+    """``names`` among ``benchmarks.update_cost``'s methods and :func:`_adamw_specs`."""
+    specs = U.method_specs() + _adamw_specs()
+    unknown = set(names) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; valid: {[s.name for s in specs]}")
+    return [s for s in specs if s.name in names]
+
+
+def baseline_of(names: list[str]) -> str:
+    """The method the ratios are taken to: Adam if it runs, else AdamW, else the first."""
+    return next((b for b in ("adam", "adamw") if b in names), names[0])
 
 
 def run(
@@ -38,9 +71,10 @@ def run(
     time_budget_s: float | None,
     log=print,
 ) -> dict[str, Any]:
-    specs = U.method_specs(methods)
+    specs = method_specs(methods)
     block = math.lcm(*(s.period for s in specs))
-    res: dict[str, Any] = {"env": C.env_info(), "workloads": []}
+    baseline = baseline_of([s.name for s in specs])
+    res: dict[str, Any] = {"env": C.env_info(), "workloads": [], "baseline": baseline}
     stats = jax.devices()[0].memory_stats()
     res["device_memory_stats_available"] = stats is not None
     for wname in workloads:
@@ -72,7 +106,7 @@ def run(
             items,
             calls_per_block=block,
             rounds=rounds,
-            baseline="adam",
+            baseline=baseline,
             time_budget_s=time_budget_s,
         )
         entry["timing"] = timing
@@ -95,16 +129,17 @@ def run(
 
 
 def markdown(res: dict[str, Any]) -> str:
+    base = {"adam": "Adam", "adamw": "AdamW"}.get(res.get("baseline", "adam"), res.get("baseline"))
     lines = []
     for e in res["workloads"]:
         t = e["timing"]
         lines += [
-            f"### {e['description']} — {e['n_params']:,} parameters",
+            f"### {e['description']} — {e['n_params']:,} trained parameters",
             f"load avg before {e['load_before'][0]:.1f}, after {e['load_after'][0]:.1f}; "
             f"{t['rounds']} rounds × {t['calls_per_block']} calls (gradient evaluations) per "
             "method",
             "",
-            "| method | median ms per gradient evaluation | min–max ms | ratio to Adam (median) "
+            f"| method | median ms per gradient evaluation | min–max ms | ratio to {base} (median) "
             "| ratio range | temp MiB (compiled) | argument MiB |",
             "|---|---|---|---|---|---|---|",
         ]
