@@ -66,12 +66,22 @@ def _verdict(root: Path) -> dict[str, str]:
 COST_RESULTS = ROOT / "benchmarks" / "results" / "update_cost.json"
 
 
+#: The training-step benchmark of the language model (issue 30) behind docs/cost.md's LM table.
+LM_STEP_RESULTS = ROOT / "benchmarks" / "results" / "step_cost_lm.json"
+
+
 def _cost(root: Path) -> dict[str, str]:
-    del root  # a benchmark, not an experiment: its file lives under benchmarks/results
+    del root  # benchmarks, not experiments: their files live under benchmarks/results
+    from benchmarks import report as benchmarks_report
     from benchmarks import update_cost
 
+    out = {}
     res = _load(COST_RESULTS)
-    return {"cost": update_cost.readme_table(res)} if res else {}
+    if res:
+        out["cost"] = update_cost.readme_table(res)
+    if LM_STEP_RESULTS.exists():
+        out["lm_step_cost"] = benchmarks_report.render(LM_STEP_RESULTS.stem)
+    return out
 
 
 RENDERERS: tuple[Callable[[Path], dict[str, str]], ...] = (_suites, _verdict, _cost)
