@@ -39,12 +39,10 @@ DEFAULT_METHODS = ["adam", "profit_sgd_n1", "profit_auto_n1", "sam", "lookahead"
 def _adamw_specs() -> list[U.Spec]:
     """AdamW and PROFIT(AdamW), n_ref 1, as the language-model suite runs them."""
     adamw = lambda: optax.adamw(U.LR, weight_decay=1e-4)
-    ident = lambda p: p
-    specs = [U.Spec("adamw", adamw(), 1, ident, [("all", 0, 1, None)], None)]
+    specs = [U.Spec("adamw", adamw(), 1, lambda p: p, [("all", 0, 1, None)], None)]
     for ref_name, ref in (("sgd", optax.sgd(U.LR / 1e4)), ("auto", None)):
         tx = profit_optax.profit(adamw(), ref, n_ref=1)
-        phases = U._profit_phases(1)
-        specs.append(U.Spec(f"profit_adamw_{ref_name}_n1", tx, 2, ident, phases, U._force_profit))
+        specs.append(U.profit_spec(f"profit_adamw_{ref_name}_n1", tx, 1))
     return specs
 
 

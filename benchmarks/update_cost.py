@@ -86,22 +86,19 @@ def _profit_phases(n_ref: int) -> list[tuple[str, int, int, dict[str, str]]]:
     return phases
 
 
+def profit_spec(name: str, tx: optax.GradientTransformation, n_ref: int) -> Spec:
+    """A PROFIT method in alternating mode: a cycle of ``n_ref + 1`` calls, its phases."""
+    return Spec(name, tx, n_ref + 1, lambda p: p, _profit_phases(n_ref), _force_profit)
+
+
 def method_specs(names: list[str] | None = None) -> list[Spec]:
     """The methods of the update benchmark (Adam first: it is the baseline)."""
     ident = lambda p: p
     specs = [Spec("adam", optax.adam(LR), 1, ident, [("all", 0, 1, None)], None)]
     for ref_name, ref, n_refs in (("sgd", optax.sgd(LR / 100), (1, 2, 3)), ("auto", None, (1, 3))):
         for n_ref in n_refs:
-            specs.append(
-                Spec(
-                    f"profit_{ref_name}_n{n_ref}",
-                    profit_optax.profit(optax.adam(LR), ref, n_ref=n_ref),
-                    n_ref + 1,
-                    ident,
-                    _profit_phases(n_ref),
-                    _force_profit,
-                )
-            )
+            tx = profit_optax.profit(optax.adam(LR), ref, n_ref=n_ref)
+            specs.append(profit_spec(f"profit_{ref_name}_n{n_ref}", tx, n_ref))
     specs.append(
         Spec(
             "profit_lean",
