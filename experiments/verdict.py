@@ -280,8 +280,9 @@ def summary_table(root: Path) -> str:
         means = sorted(r["scale"] * r["diff"]["mean"]["mean"] for r in found)
         spread = f"{means[0]:+.3g}" + (f" to {means[-1]:+.3g}" if len(means) > 1 else "")
         units = " / ".join(sorted({r["unit"] for r in found}))
-        models = ", ".join(fam["models"])
-        links = ", ".join(f"[{model}]({target})" for model, target in fam["models"].items())
+        # "; " between models: a model's name may hold a comma ("byte LM, LoRA r=8").
+        models = "; ".join(fam["models"])
+        links = "; ".join(f"[{model}]({target})" for model, target in fam["models"].items())
         lines.append(f"| {name} | {models} | {len(found)} | {words} | {spread} {units} | {links} |")
     note = (
         "One line per task family: its verdict rows (models, equal gradients or equal main "

@@ -218,6 +218,9 @@ def test_summary_counts_every_committed_verdict_row_once_under_its_family():
     for cells in lines:
         words = re.findall(r"(\d+) (better|no different|worse)", cells[3])
         assert sum(int(n) for n, _ in words) == int(cells[2])
+        family = cells[0].lstrip("| ")
+        models = dict.fromkeys(r["model"] for r in rows if verdict.family(r["task"]) == family)
+        assert cells[1].split("; ") == list(models)  # a name with a comma stays one name
     links = re.findall(r"\]\(([^)]+)\)", table)
     assert links and all((report.ROOT / link).is_file() for link in links)
 
